@@ -1,0 +1,43 @@
+# The README's commands. Each target installs what it needs into .venv (torch CPU wheel first).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+LAKE    ?= lakehouse
+PORT    ?= 3000
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench ui browser clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Headless Chromium for the UI test (Debian package); skipped quietly where apt is unavailable.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the UI test will be skipped"; }
+
+demo: setup
+	$(VENV)/bin/desi-ard demo --lakehouse $(LAKE)
+
+test: setup browser
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/anomaly_score.py
+	$(PY) bench/anomaly_injection.py
+
+ui: setup
+	mkdir -p $(LAKE)/.dagster
+	test -f $(LAKE)/.dagster/dagster.yaml || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > $(LAKE)/.dagster/dagster.yaml
+	DAGSTER_HOME=$(abspath $(LAKE))/.dagster DESI_ARD_LAKEHOUSE=$(abspath $(LAKE)) \
+	  DESI_ARD_ARCHIVE=$(abspath $(LAKE))/archive $(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+clean:
+	rm -rf $(LAKE)/delta $(LAKE)/models $(LAKE)/plots $(LAKE)/.dagster

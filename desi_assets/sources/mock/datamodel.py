@@ -1,0 +1,374 @@
+"""DESI data-model tables (FIBERMAP, EXP_FIBERMAP, SCORES, REDSHIFTS, TSNR2) and atomic FITS writing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from desi_assets.sources.mock.columns import (EXP_FIBERMAP_COLUMNS, FIBERMAP_COLUMNS, REDSHIFTS_COLUMNS,
+                                              SCORES_COLUMNS, TSNR2_COLUMNS)
+from desi_assets.sources.mock.instrument import FLUX_UNIT, IVAR_UNIT
+
+_NP = {"K": np.int64, "J": np.int32, "I": np.int16, "B": np.uint8, "E": np.float32, "D": np.float64,
+       "L": np.bool_}
+DESI_BITS = {"LRG": 1 << 0, "ELG": 1 << 1, "QSO": 1 << 2, "BGS": 1 << 60, "MWS": 1 << 61}
+PRIORITY = {"ELG": 3000, "LRG": 3200, "QSO": 3400, "BGS": 2100, "MWS": 1400}
+OBSCOND = {"dark": 1, "bright": 4, "backup": 65536}
+EXPTIME = {"dark": (1000.0, 150.0), "bright": (300.0, 60.0), "backup": (150.0, 40.0)}
+
+
+def _empty(spec, n):
+    out = {}
+    for name, fmt, _unit in spec:
+        code = fmt.lstrip("0123456789")
+        rep = int(fmt[: len(fmt) - len(code)] or 1)
+        if code == "A":
+            out[name] = np.full(n, "", dtype=f"U{rep}")
+        elif rep > 1:
+            out[name] = np.zeros((n, rep), dtype=_NP[code])
+        else:
+            out[name] = np.zeros(n, dtype=_NP[code])
+    return out
+
+
+def _table(spec, data, extname):
+    cols = []
+    for name, fmt, unit in spec:
+        if name not in data:
+            continue
+        cols.append(fits.Column(name=name, format=fmt, unit=unit or None, array=data[name]))
+    hdu = fits.BinTableHDU.from_columns(cols)
+    hdu.header["EXTNAME"] = extname
+    return hdu
+
+
+def make_exposures(rng: np.random.Generator, pix: int, program: str, n: int) -> dict[str, np.ndarray]:
+    """Exposure list of the pixel (2–3 tiles × 1–2 exposures) and each target's 1–4 exposures."""
+    ntile = int(rng.integers(2, 4))
+    base_tile = {"dark": 1000, "bright": 20000, "backup": 40000}[program]
+    tiles = base_tile + rng.choice(9000, ntile, replace=False)
+    rows = []
+    night0 = 20210514 + 0
+    mjd0 = 59348.2
+    expid = 90000 + int(rng.integers(0, 50000))
+    for t in tiles:
+        dn = int(rng.integers(0, 400))
+        for e in range(int(rng.integers(1, 3))):
+            mjd = mjd0 + dn + 0.015 * e + rng.uniform(0, 0.2)
+            day = np.datetime64("2021-05-14") + np.timedelta64(dn, "D")
+            night = int(str(day).replace("-", ""))
+            mu, sd = EXPTIME[program]
+            rows.append((int(t), night, expid, mjd, max(60.0, rng.normal(mu, sd))))
+            expid += int(rng.integers(1, 40))
+    rows = rows[:4] if len(rows) > 4 else rows
+    ne = len(rows)
+    p_n = {1: [1.0], 2: [0.55, 0.45], 3: [0.45, 0.35, 0.2], 4: [0.4, 0.3, 0.18, 0.12]}[ne]
+    nexp = rng.choice(np.arange(1, ne + 1), n, p=p_n)
+    keys = rng.uniform(size=(n, ne))
+    order = np.argsort(keys, axis=1)
+    take = np.arange(ne)[None, :] < nexp[:, None]
+    tgt = np.repeat(np.arange(n), nexp)
+    eidx = order[take]
+    table = np.array(rows, dtype=object)
+    exptime = np.array([r[4] for r in rows])
+    tile_arr = np.array([r[0] for r in rows])
+    # fibre/petal per (target, tile)
+    petal_tile = rng.integers(0, 10, (n, ne))
+    dev = rng.integers(0, 500, (n, ne))
+    petal_tile = petal_tile[:, np.searchsorted(np.unique(tile_arr), tile_arr)]  # same tile → same petal
+    dev = dev[:, np.searchsorted(np.unique(tile_arr), tile_arr)]
+    coadd_exptime = np.bincount(tgt, weights=exptime[eidx], minlength=n)
+    return {
+        "nexp": nexp, "tgt": tgt, "eidx": eidx, "rows": table, "coadd_exptime": coadd_exptime,
+        "petal": petal_tile[tgt, eidx], "device": dev[tgt, eidx], "petal_first": petal_tile[np.arange(n), order[:, 0]],
+    }
+
+
+def synthetic_photometry(wave: np.ndarray, model: np.ndarray) -> dict[str, np.ndarray]:
+    """g, r, z top-hat fluxes (nanomaggies) of noiseless observed models (1e-17 erg/s/cm²/Å)."""
+    out = {}
+    for b, (lo, hi) in {"G": (4000.0, 5500.0), "R": (5600.0, 6900.0), "Z": (8400.0, 9800.0)}.items():
+        m = (wave >= lo) & (wave <= hi)
+        fnu = (model[:, m] * wave[m] ** 2).mean(1) * 1e-17 / 2.998e18  # erg/s/cm²/Hz
+        out[b] = (fnu / 3631e-23 / 1e-9).astype(np.float32)
+    return out
+
+
+def _brick(ra, dec):
+    dec_s = np.where(dec >= 0, "p", "m")
+    return np.array([f"{int(r * 10):04d}{s}{int(abs(d) * 10):03d}" for r, s, d in zip(ra, dec_s, dec)])
+
+
+def make_fibermap(rng, targetid, ra, dec, tracer, program, photo, expo, subtype, fiberfrac) -> dict[str, np.ndarray]:
+    """Coadd FIBERMAP (71 real columns, real dtypes) with targeting, photometry and coadd summaries."""
+    n = len(targetid)
+    fm = _empty(FIBERMAP_COLUMNS, n)
+    star = tracer == "MWS"
+    psf = star | (tracer == "QSO")
+    fm["TARGETID"] = targetid
+    fm["TARGET_RA"], fm["TARGET_DEC"] = ra, dec
+    fm["DESINAME"] = np.array([f"DESI J{r:08.4f}{d:+08.4f}" for r, d in zip(ra, dec)])
+    fm["PMRA"] = np.where(star, rng.normal(0, 8, n), 0).astype(np.float32)
+    fm["PMDEC"] = np.where(star, rng.normal(-3, 8, n), 0).astype(np.float32)
+    fm["REF_EPOCH"] = np.where(star, 2015.5, 0).astype(np.float32)
+    bits = np.array([DESI_BITS[t] for t in tracer], dtype=np.int64)
+    fm["DESI_TARGET"] = bits
+    fm["FA_TARGET"] = bits
+    fm["FA_TYPE"] = np.where(star, 4, 1).astype(np.uint8)
+    fm["OBJTYPE"] = np.full(n, "TGT")
+    fm["SUBPRIORITY"] = rng.uniform(size=n)
+    fm["OBSCONDITIONS"] = np.full(n, OBSCOND[program], dtype=np.int32)
+    fm["RELEASE"] = np.full(n, 9010, dtype=np.int16)
+    fm["BRICKNAME"] = _brick(ra, dec)
+    fm["BRICKID"] = ((targetid >> 22) & ((1 << 20) - 1)).astype(np.int32)
+    fm["BRICK_OBJID"] = (targetid & ((1 << 22) - 1)).astype(np.int32)
+    morph = np.where(psf, "PSF", rng.choice(["REX", "EXP", "DEV", "SER"], n, p=[0.4, 0.3, 0.15, 0.15]))
+    fm["MORPHTYPE"] = morph
+    fm["EBV"] = rng.uniform(0.015, 0.03, n).astype(np.float32)
+    for b in "GRZ":
+        f = photo[b]
+        fm[f"FLUX_{b}"] = f
+        fm[f"FLUX_IVAR_{b}"] = (1 / (0.02 * np.abs(f) + 0.08) ** 2).astype(np.float32)
+        frac = fiberfrac.astype(np.float32)
+        fm[f"FIBERFLUX_{b}"] = f * frac
+        fm[f"FIBERTOTFLUX_{b}"] = f * frac
+    fm["FLUX_W1"] = (photo["Z"] * rng.uniform(0.8, 2.0, n)).astype(np.float32)
+    fm["FLUX_W2"] = (fm["FLUX_W1"] * rng.uniform(0.5, 1.2, n)).astype(np.float32)
+    fm["FLUX_IVAR_W1"] = (1 / (0.05 * np.abs(fm["FLUX_W1"]) + 0.5) ** 2).astype(np.float32)
+    fm["FLUX_IVAR_W2"] = (1 / (0.05 * np.abs(fm["FLUX_W2"]) + 1.0) ** 2).astype(np.float32)
+    fm["SERSIC"] = np.where(morph == "DEV", 4.0, np.where(morph == "SER", rng.uniform(0.5, 6, n), 1.0)).astype(
+        np.float32) * (~psf)
+    fm["SHAPE_R"] = np.where(psf, 0, rng.lognormal(0, 0.5, n)).astype(np.float32)
+    fm["SHAPE_E1"] = np.where(psf, 0, rng.normal(0, 0.15, n)).astype(np.float32)
+    fm["SHAPE_E2"] = np.where(psf, 0, rng.normal(0, 0.15, n)).astype(np.float32)
+    fm["REF_ID"] = np.where(star, rng.integers(10**17, 4 * 10**18, n), 0).astype(np.int64)
+    fm["REF_CAT"] = np.where(star, "G2", "")
+    gmag = np.where(fm["FLUX_R"] > 0, 22.5 - 2.5 * np.log10(np.maximum(fm["FLUX_R"], 1e-6)), 0)
+    fm["GAIA_PHOT_G_MEAN_MAG"] = np.where(star, gmag - 0.2, 0).astype(np.float32)
+    fm["GAIA_PHOT_BP_MEAN_MAG"] = np.where(star, gmag + 0.2, 0).astype(np.float32)
+    fm["GAIA_PHOT_RP_MEAN_MAG"] = np.where(star, gmag - 0.6, 0).astype(np.float32)
+    fm["PARALLAX"] = np.where(star, rng.exponential(0.5, n), 0).astype(np.float32)
+    fm["PHOTSYS"] = np.full(n, "S")
+    fm["PRIORITY_INIT"] = np.array([PRIORITY[t] for t in tracer], dtype=np.int64)
+    fm["NUMOBS_INIT"] = np.where(tracer == "QSO", 4, 1).astype(np.int64)
+    fm["BGS_TARGET"] = np.where(tracer == "BGS", np.where(fm["FLUX_R"] > 10 ** (-0.4 * (19.5 - 22.5)), 2, 1),
+                                0).astype(np.int64)
+    fm["MWS_TARGET"] = np.where(star, 1, 0).astype(np.int64)
+    fm["PLATE_RA"], fm["PLATE_DEC"] = ra, dec
+    tgt, eidx, rows = expo["tgt"], expo["eidx"], expo["rows"]
+    tiles = np.array([r[0] for r in rows])[eidx]
+    nights = np.array([r[1] for r in rows])[eidx]
+    mjd = np.array([r[3] for r in rows], dtype=np.float64)[eidx]
+    fm["COADD_NUMEXP"] = expo["nexp"].astype(np.int16)
+    fm["COADD_EXPTIME"] = expo["coadd_exptime"].astype(np.float32)
+    key_n = np.unique(np.stack([tgt, nights]), axis=1)[0]
+    key_t = np.unique(np.stack([tgt, tiles]), axis=1)[0]
+    fm["COADD_NUMNIGHT"] = np.bincount(key_n, minlength=n).astype(np.int16)
+    fm["COADD_NUMTILE"] = np.bincount(key_t, minlength=n).astype(np.int16)
+    fm["MEAN_DELTA_X"] = rng.normal(0, 0.002, n).astype(np.float32)
+    fm["RMS_DELTA_X"] = np.abs(rng.normal(0.004, 0.002, n)).astype(np.float32)
+    fm["MEAN_DELTA_Y"] = rng.normal(0, 0.002, n).astype(np.float32)
+    fm["RMS_DELTA_Y"] = np.abs(rng.normal(0.004, 0.002, n)).astype(np.float32)
+    fm["MEAN_PSF_TO_FIBER_SPECFLUX"] = np.where(psf, 0.79, fiberfrac / 0.78 * 0.79).astype(np.float32)
+    fm["MEAN_FIBER_RA"] = ra + rng.normal(0, 2e-5, n)
+    fm["STD_FIBER_RA"] = np.abs(rng.normal(0, 2e-5, n)).astype(np.float32)
+    fm["MEAN_FIBER_DEC"] = dec + rng.normal(0, 2e-5, n)
+    fm["STD_FIBER_DEC"] = np.abs(rng.normal(0, 2e-5, n)).astype(np.float32)
+    fm["MIN_MJD"] = np.full(n, np.inf)
+    np.minimum.at(fm["MIN_MJD"], tgt, mjd)
+    fm["MAX_MJD"] = np.full(n, -np.inf)
+    np.maximum.at(fm["MAX_MJD"], tgt, mjd)
+    fm["MEAN_MJD"] = np.bincount(tgt, weights=mjd, minlength=n) / expo["nexp"]
+    return fm
+
+
+def make_exp_fibermap(targetid, ra, dec, expo, fm) -> dict[str, np.ndarray]:
+    """EXP_FIBERMAP: one row per target × exposure (NIGHT, EXPID, MJD, TILEID, FIBER, PETAL_LOC, …)."""
+    tgt, eidx, rows = expo["tgt"], expo["eidx"], expo["rows"]
+    m = len(tgt)
+    e = _empty(EXP_FIBERMAP_COLUMNS, m)
+    e["TARGETID"] = targetid[tgt]
+    e["PRIORITY"] = fm["PRIORITY_INIT"][tgt].astype(np.int32)
+    e["SUBPRIORITY"] = fm["SUBPRIORITY"][tgt]
+    e["NIGHT"] = np.array([r[1] for r in rows], dtype=np.int32)[eidx]
+    e["EXPID"] = np.array([r[2] for r in rows], dtype=np.int32)[eidx]
+    e["MJD"] = np.array([r[3] for r in rows], dtype=np.float64)[eidx]
+    e["TILEID"] = np.array([r[0] for r in rows], dtype=np.int32)[eidx]
+    e["EXPTIME"] = np.array([r[4] for r in rows], dtype=np.float64)[eidx]
+    petal, dev = expo["petal"], expo["device"]
+    e["PETAL_LOC"] = petal.astype(np.int16)
+    e["DEVICE_LOC"] = dev.astype(np.int32)
+    e["LOCATION"] = (1000 * petal + dev).astype(np.int64)
+    e["FIBER"] = (500 * petal + dev).astype(np.int32)
+    ang = np.radians(36 * petal + 18 + (dev % 36))
+    rad = 40 + 360 * (dev / 500.0)
+    e["FIBERASSIGN_X"] = (rad * np.cos(ang)).astype(np.float32)
+    e["FIBERASSIGN_Y"] = (rad * np.sin(ang)).astype(np.float32)
+    e["LAMBDA_REF"] = np.full(m, 5400.0, dtype=np.float32)
+    e["PLATE_RA"], e["PLATE_DEC"] = ra[tgt], dec[tgt]
+    e["NUM_ITER"] = np.full(m, 2, dtype=np.int64)
+    e["FIBER_X"] = e["FIBERASSIGN_X"].astype(np.float64) + 0.002
+    e["FIBER_Y"] = e["FIBERASSIGN_Y"].astype(np.float64) - 0.002
+    e["DELTA_X"] = np.full(m, 0.002)
+    e["DELTA_Y"] = np.full(m, -0.002)
+    e["FIBER_RA"], e["FIBER_DEC"] = ra[tgt] + 1e-5, dec[tgt] - 1e-5
+    e["PSF_TO_FIBER_SPECFLUX"] = fm["MEAN_PSF_TO_FIBER_SPECFLUX"][tgt].astype(np.float64)
+    for a in "BRZ":
+        e[f"IN_COADD_{a}"] = np.ones(m, dtype=bool)
+    return e
+
+
+_TSNR_PER_1000S = {"BGS": 900.0, "ELG": 75.0, "LRG": 55.0, "QSO": 20.0, "LYA": 40.0, "GPBDARK": 6000.0,
+                   "GPBBRIGHT": 1100.0, "GPBBACKUP": 7500.0}
+_TSNR_ARM = {"BGS": (0.3, 0.4, 0.3), "ELG": (0.08, 0.32, 0.6), "LRG": (0.1, 0.35, 0.55),
+             "QSO": (0.45, 0.35, 0.2), "LYA": (1.0, 0.0, 0.0), "GPBDARK": (0.35, 0.35, 0.3),
+             "GPBBRIGHT": (0.35, 0.35, 0.3), "GPBBACKUP": (0.35, 0.35, 0.3)}
+
+
+def make_tsnr2(rng, targetid, program, expo) -> dict[str, np.ndarray]:
+    """TSNR2 table (per-arm and summed template S/N², scaled with effective exposure time)."""
+    n = len(targetid)
+    sky = {"dark": 1.0, "bright": 0.45, "backup": 0.3}[program]
+    eff = expo["coadd_exptime"] / 1000.0 * sky * rng.lognormal(0, 0.12, n)
+    out = {"TARGETID": targetid}
+    for name, fmt, _ in TSNR2_COLUMNS[1:]:
+        parts = name.split("_")
+        tracer = parts[1]
+        total = _TSNR_PER_1000S[tracer] * eff
+        if len(parts) == 3:
+            out[name] = (total * _TSNR_ARM[tracer]["BRZ".index(parts[2])]).astype(np.float32)
+        else:
+            out[name] = total.astype(np.float32)
+    return out
+
+
+def make_scores(arms, tsnr2) -> dict[str, np.ndarray]:
+    """SCORES: integrated/median flux and median S/N per √Å in the B/R/Z score ranges, plus TSNR2."""
+    out = {"TARGETID": tsnr2["TARGETID"]}
+    ranges = {"b": (4000, 5800), "r": (5800, 7600), "z": (7600, 9800)}
+    for arm, (lo, hi) in ranges.items():
+        a = arms[arm]
+        m = (a["wave"] >= lo) & (a["wave"] < hi)
+        f, iv = a["flux"][:, m], a["ivar"][:, m]
+        A = arm.upper()
+        out[f"INTEG_COADD_FLUX_{A}"] = (f.sum(1) * 0.8).astype(np.float32)
+        out[f"MEDIAN_COADD_FLUX_{A}"] = np.median(f, axis=1).astype(np.float32)
+        out[f"MEDIAN_COADD_SNR_{A}"] = (np.median(f * np.sqrt(iv), axis=1) / np.sqrt(0.8)).astype(np.float32)
+    for k, v in tsnr2.items():
+        if k != "TARGETID":
+            out[k] = v
+    return out
+
+
+def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, anom_amp, photo):
+    """REDSHIFTS rows (redrock-like) with ~2% failures; returns the table and a per-row status string."""
+    n = len(targetid)
+    npix = sum((a["ivar"] > 0).sum(1) for a in arms.values()).astype(np.int64)
+    snr = sum(np.median(np.abs(a["flux"]) * np.sqrt(a["ivar"]), axis=1) for a in arms.values())
+    zerr_kms = np.where(spectype == "QSO", rng.uniform(80, 400, n), np.where(spectype == "STAR", rng.uniform(1, 5, n),
+                                                                              rng.uniform(3, 30, n)))
+    zerr = zerr_kms / 299792.458 * (1 + np.nan_to_num(z)) * (1 + 3 / (1 + snr))
+    zrr = z + rng.normal(size=n) * zerr
+    dchi2 = 10 ** rng.normal(2.6, 0.5, n) + 25 + 40 * snr**2
+    zwarn = np.zeros(n, dtype=np.int64)
+    status = np.full(n, "ok", dtype=object)
+    p_fail = np.select([tracer == "ELG", tracer == "QSO", tracer == "LRG", tracer == "BGS"], [0.03, 0.035, 0.012, 0.006],
+                       0.004)
+    u = rng.uniform(size=n)
+    normal = np.array([c is None for c in anom_cls])
+    small = normal & (u < p_fail * 0.6)
+    catas = normal & (u >= p_fail * 0.6) & (u < p_fail)
+    zwarn[small] |= 1 << 2
+    dchi2[small] = rng.uniform(0.2, 9.0, small.sum())
+    zrr[small] = np.where(rng.uniform(size=small.sum()) < 0.5, zrr[small], rng.uniform(0.0, 1.7, small.sum()))
+    status[small] = "small_deltachi2"
+    zrr[catas] = rng.uniform(0.05, 1.6, catas.sum())
+    dchi2[catas] = rng.uniform(9, 40, catas.sum())
+    zwarn[catas & (dchi2 < 25)] |= 1 << 16
+    status[catas] = "catastrophic"
+    st = spectype.astype(object).copy()
+    st[catas] = np.where(rng.uniform(size=catas.sum()) < 0.7, "GALAXY", "QSO")
+    mis = np.array([c == "mislabeled_highz_qso" for c in anom_cls])
+    if mis.any():
+        # CIV 1549 read as [OII] 3728, or Lyα read as [OII]: a confident but wrong low-z galaxy
+        lam = np.where(rng.uniform(size=mis.sum()) < 0.5, 1549.06, 1215.67)
+        zrr[mis] = (1 + z[mis]) * lam / 3728.48 - 1
+        st[mis] = "GALAXY"
+        dchi2[mis] = rng.uniform(30, 300, mis.sum())
+        status[mis] = "mislabeled"
+    nco = np.where(st == "GALAXY", 10, np.where(st == "QSO", 4, 5))
+    coeff = rng.normal(size=(n, 10)) * (np.abs(photo["R"])[:, None] * 50 + 10) * (0.6 ** np.arange(10))[None, :]
+    coeff[np.arange(10)[None, :] >= nco[:, None]] = 0.0
+    rr = _empty(REDSHIFTS_COLUMNS, n)
+    rr.update({
+        "TARGETID": targetid, "Z": zrr.astype(np.float64), "ZERR": zerr, "ZWARN": zwarn,
+        "CHI2": npix * rng.normal(1.0, 0.03, n), "COEFF": coeff, "FITMETHOD": np.where(st == "QSO", "PCA", "PCA"),
+        "NPIXELS": npix, "SPECTYPE": st.astype("U6"),
+        "SUBTYPE": np.where(st == "STAR", subtype.astype(str), "").astype("U20"), "NCOEFF": nco.astype(np.int64),
+        "DELTACHI2": dchi2,
+    })
+    return rr, status
+
+
+# ---------------------------------------------------------------- writing
+def _primary(sim, extra=None) -> fits.PrimaryHDU:
+    h = fits.PrimaryHDU()
+    for k, v in (("SPGRP", "healpix"), ("SPGRPVAL", sim.pixel), ("HPXPIXEL", sim.pixel), ("HPXNSIDE", 64),
+                 ("HPXNEST", True), ("SURVEY", sim.survey), ("PROGRAM", sim.program), ("SPECPROD", "mock"),
+                 ("MOCK", True)):
+        h.header[k] = v
+    for k, v in (extra or {}).items():
+        h.header[k] = v
+    return h
+
+
+def _image(data, extname, bunit=None):
+    hdu = fits.ImageHDU(data)
+    hdu.header["EXTNAME"] = extname
+    if bunit:
+        hdu.header["BUNIT"] = bunit
+    return hdu
+
+
+def _atomic_write(hdul: fits.HDUList, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    hdul.writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def pixel_dir(out_dir: Path, survey: str, program: str, pix: int) -> Path:
+    """DESI healpix directory: out_dir/healpix/{survey}/{program}/{pix//100}/{pix}."""
+    return Path(out_dir) / "healpix" / survey / program / str(pix // 100) / str(pix)
+
+
+def write_pixel(out_dir: Path, sim) -> Path:
+    """Write truth parquet, redrock and coadd FITS of one simulated pixel (atomic renames); returns coadd path."""
+    d = pixel_dir(out_dir, sim.survey, sim.program, sim.pixel)
+    d.mkdir(parents=True, exist_ok=True)
+    stem = f"{sim.survey}-{sim.program}-{sim.pixel}"
+    truth_path = d / f"truth-{stem}.parquet"
+    tmp = truth_path.with_name(f".{truth_path.name}.tmp{os.getpid()}")
+    sim.truth.write_parquet(tmp)
+    os.replace(tmp, truth_path)
+
+    fm = _table(FIBERMAP_COLUMNS, sim.fibermap, "FIBERMAP")
+    efm = _table(EXP_FIBERMAP_COLUMNS, sim.exp_fibermap, "EXP_FIBERMAP")
+    rr = fits.HDUList([_primary(sim), _table(REDSHIFTS_COLUMNS, sim.redshifts, "REDSHIFTS"), fm, efm,
+                       _table(TSNR2_COLUMNS, sim.tsnr2, "TSNR2")])
+    _atomic_write(rr, d / f"redrock-{stem}.fits")
+
+    hdus = [_primary(sim), fm, efm]
+    for arm in ("b", "r", "z"):
+        a = sim.arms[arm]
+        A = arm.upper()
+        hdus += [_image(a["wave"].astype(np.float64), f"{A}_WAVELENGTH", "Angstrom"),
+                 _image(a["flux"], f"{A}_FLUX", FLUX_UNIT), _image(a["ivar"], f"{A}_IVAR", IVAR_UNIT),
+                 _image(a["mask"].astype(np.int32), f"{A}_MASK"),
+                 _image(np.ascontiguousarray(a["resolution"], dtype=np.float32), f"{A}_RESOLUTION")]
+    hdus.append(_table(SCORES_COLUMNS, make_scores(sim.arms, sim.tsnr2), "SCORES"))
+    coadd = d / f"coadd-{stem}.fits"
+    _atomic_write(fits.HDUList(hdus), coadd)
+    return coadd

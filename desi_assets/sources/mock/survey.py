@@ -1,0 +1,614 @@
+"""The mock DESI survey: patch of nside-64 pixels, targets in a 3-D web, spectra, files on disk.
+
+Per pixel: tracer counts (program mix), positions drawn from the cosmic-web pool with the
+tracer's n(z) imposed, anomaly hosts, noiseless observed-frame models (BC03 galaxies,
+power-law QSOs, Planck+lines stars) scaled to a magnitude and the fibre aperture, then per
+arm: resolution matrix, sky + read noise, masks, instrumental anomalies, redrock rows.
+Truth line fluxes are the in-fibre, dust-attenuated observed fluxes (1e-17 erg/s/cm²);
+logmass is the total surviving stellar mass (log M☉), sfr the 100-Myr mean (M☉/yr).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import healpy as hp
+import numpy as np
+import polars as pl
+
+from desi_assets.science.wavelength import ARMS
+from desi_assets.sources.mock import anomalies as A
+from desi_assets.sources.mock import galaxies as G
+from desi_assets.sources.mock import instrument as I
+from desi_assets.sources.mock import quasars as Q
+from desi_assets.sources.mock import stars as S
+from desi_assets.sources.mock.structure import (COSMO, CosmicWeb, comoving_distance, luminosity_distance_cm,
+                                                radec_to_unit, xyz_to_radecz)
+
+NSIDE = 64
+PATCH_CENTER = (150.1, 2.2)  # deg (COSMOS field, inside the DESI footprint)
+C_KMS = 299792.458
+_AGE_Z = np.linspace(0, 5, 501)
+_AGE_T = COSMO.age(_AGE_Z).value
+
+
+@dataclass(frozen=True)
+class MockSurveyConfig:
+    """Mock survey settings: pixel count, seed, per-pixel size scale, release cadence (s), anomaly rate."""
+
+    n_pixels: int = 12
+    seed: int = 42
+    spectra_scale: float = 1.0
+    release_every: float | None = None
+    anomaly_fraction: float = 0.015
+    survey: str = "main"
+
+
+@dataclass
+class PixelSimulation:
+    """One simulated coadd in memory: targets, per-arm arrays, noiseless models, redrock rows and truth."""
+
+    pixel: int
+    program: str
+    survey: str
+    fibermap: dict[str, np.ndarray]
+    exp_fibermap: dict[str, np.ndarray]
+    arms: dict[str, dict[str, np.ndarray]]  # arm → wave, flux, ivar, mask, resolution
+    noiseless: dict[str, np.ndarray]  # arm → model after resolution, before noise/instrument anomalies
+    redshifts: dict[str, np.ndarray]
+    tsnr2: dict[str, np.ndarray]
+    truth: pl.DataFrame
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- patch and programs
+def patch_pixels(n_pixels: int) -> np.ndarray:
+    """Contiguous patch of nside-64 NESTED pixels grown breadth-first around PATCH_CENTER."""
+    start = hp.ang2pix(NSIDE, *PATCH_CENTER, nest=True, lonlat=True)
+    out, seen, queue = [], {start}, [start]
+    c = radec_to_unit(np.array([PATCH_CENTER[0]]), np.array([PATCH_CENTER[1]]))[0]
+    while len(out) < n_pixels:
+        queue.sort(key=lambda p: -np.dot(hp.pix2vec(NSIDE, p, nest=True), c))
+        p = queue.pop(0)
+        out.append(int(p))
+        for q in hp.get_all_neighbours(NSIDE, p, nest=True):
+            if q >= 0 and q not in seen:
+                seen.add(int(q))
+                queue.append(int(q))
+    return np.array(out, dtype=np.int64)
+
+
+def pixel_programs(n_pixels: int, seed: int) -> list[str]:
+    """Program of each pixel: mostly dark, ~25% bright, ≥1 backup for n ≥ 3 (seeded order)."""
+    if n_pixels == 1:
+        return ["dark"]
+    nb = max(1, round(n_pixels / 12))
+    nbr = max(1, round(0.25 * n_pixels)) if n_pixels >= 3 else 0
+    progs = ["backup"] * nb + ["bright"] * nbr
+    progs += ["dark"] * (n_pixels - len(progs))
+    rng = np.random.default_rng([seed, 1])
+    return [progs[i] for i in rng.permutation(n_pixels)]
+
+
+def pixel_counts(cfg: MockSurveyConfig, programs: list[str]) -> np.ndarray:
+    """Spectra per pixel: skewed (lognormal) few hundred to ~1,500; ≥6,000 for 12 pixels at scale 1."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    med = {"dark": 720, "bright": 520, "backup": 300}
+    lo = {"dark": 300, "bright": 250, "backup": 180}
+    n = np.array([np.clip(rng.lognormal(np.log(med[p]), 0.4), lo[p], 1500) for p in programs])
+    need = 6000 * len(programs) / 12
+    if n.sum() < need:
+        n = np.minimum(n * need / n.sum() * 1.02, 1500)
+    return np.maximum(np.rint(n * cfg.spectra_scale), 8).astype(np.int64)
+
+
+# ---------------------------------------------------------------- 3-D structure and pool
+_SHELLS_Z = np.array([0.005, 0.08, 0.16, 0.3, 0.5, 0.8, 1.1, 1.6, 2.2, 3.0, 4.2])
+
+
+@functools.lru_cache(maxsize=4)
+def _web_and_pool(seed: int, n_pixels: int):
+    pix = patch_pixels(n_pixels)
+    vec = np.array(hp.pix2vec(NSIDE, pix, nest=True)).T
+    center = vec.mean(0)
+    center /= np.linalg.norm(center)
+    corners = np.concatenate([hp.boundaries(NSIDE, int(p), nest=True).T for p in pix])
+    radius = np.degrees(np.arccos(np.clip(corners @ center, -1, 1)).max()) + 0.05
+    cra, cdec = np.degrees(np.arctan2(center[1], center[0])) % 360, np.degrees(np.arcsin(center[2]))
+    rng = np.random.default_rng([seed, 3])
+    web = CosmicWeb.build(rng, cra, cdec, radius, zmax=_SHELLS_Z[-1] + 0.1)
+    dedges = comoving_distance(_SHELLS_Z)
+    pools = []
+    for s in range(len(_SHELLS_Z) - 1):
+        dlo, dhi = dedges[s], dedges[s + 1]
+        want = 1600 * n_pixels
+        got, xyzs = 0, []
+        for _ in range(8):
+            xyz, _comp = web.sample(rng, int(want * 2.2), dlo, dhi)
+            d = np.linalg.norm(xyz, axis=1)
+            ra, dec, z = xyz_to_radecz(xyz)
+            p = hp.ang2pix(NSIDE, ra, dec, nest=True, lonlat=True)
+            keep = np.isin(p, pix) & (d > dlo) & (d < dhi)
+            xyzs.append(xyz[keep])
+            got += keep.sum()
+            if got >= want:
+                break
+        xyz = np.concatenate(xyzs)[:want]
+        vol = (2 * np.pi * (1 - np.cos(np.radians(radius)))) / 3 * (dhi**3 - dlo**3)
+        pools.append((xyz, np.full(len(xyz), len(xyz) / vol)))
+    xyz = np.concatenate([p[0] for p in pools])
+    dens = np.concatenate([p[1] for p in pools])
+    ra, dec, z = xyz_to_radecz(xyz)
+    p = hp.ang2pix(NSIDE, ra, dec, nest=True, lonlat=True)
+    # sampling weight ∝ 1 / (pool density × dV/dz) so that tracer n(z) can be imposed
+    dvdz = COSMO.differential_comoving_volume(np.clip(z, 1e-3, None)).value
+    base = 1.0 / (dens * dvdz)
+    return web, pix, {"xyz": xyz, "ra": ra, "dec": dec, "z": z, "pix": p, "base": base}
+
+
+# ---------------------------------------------------------------- target populations
+TRACER_MIX = {
+    "dark": {"ELG": 0.57, "LRG": 0.21, "QSO": 0.08, "MWS": 0.14},
+    "bright": {"BGS": 0.78, "MWS": 0.19, "QSO": 0.03},
+    "backup": {"MWS": 0.88, "BGS": 0.08, "QSO": 0.04},
+}
+
+
+def tracer_nz(tracer: str, z: np.ndarray) -> np.ndarray:
+    """Unnormalised n(z) of a tracer (DESI-like shapes)."""
+    z = np.asarray(z)
+    if tracer == "BGS":
+        return np.where((z > 0.01) & (z < 0.6), z**2 * np.exp(-((z / 0.16) ** 1.6)), 0)
+    if tracer == "LRG":
+        return np.where((z > 0.4) & (z < 1.1), np.exp(-0.5 * ((z - 0.78) / 0.17) ** 2), 0)
+    if tracer == "ELG":
+        return np.where((z > 0.6) & (z < 1.6), np.exp(-0.5 * ((z - 1.05) / 0.28) ** 2) + 0.15, 0)
+    if tracer == "QSO":
+        return np.where((z > 0.5) & (z < 4.1), np.exp(-0.5 * ((z - 1.6) / 0.7) ** 2) + 0.25 * (z < 3.2), 0)
+    raise ValueError(tracer)
+
+
+def _mag_draw(rng, n, lo, hi, slope):
+    """Magnitudes with number counts ∝ 10^(slope·m) in [lo, hi]."""
+    u = rng.uniform(size=n)
+    a, b = 10 ** (slope * lo), 10 ** (slope * hi)
+    return np.log10(a + u * (b - a)) / slope
+
+
+def _fnu_band(wave: np.ndarray, flux: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Mean F_ν (erg/s/cm²/Hz) in a top-hat band; flux in 1e-17 erg/s/cm²/Å."""
+    m = (wave >= lo) & (wave <= hi)
+    return (flux[:, m] * wave[m] ** 2).mean(1) * 1e-17 / 2.998e18
+
+
+BANDS = {"g": (4000.0, 5500.0), "r": (5600.0, 6900.0), "z": (8400.0, 9800.0)}
+
+
+def _scale_to_mag(wave, flux, mag, band):
+    lo, hi = BANDS[band]
+    f = _fnu_band(wave, flux, lo, hi)
+    return 10 ** (-0.4 * (mag + 48.6)) / np.maximum(f, 1e-45)
+
+
+def _interp_rows(rest_wave_log: np.ndarray, spec: np.ndarray, wave_obs: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Sample each row of a log-λ rest spectrum at λ_obs/(1+z) (linear interpolation, vectorised)."""
+    x = (np.log(wave_obs)[None, :] - np.log1p(z)[:, None] - np.log(rest_wave_log[0])) / G.DLNL
+    i = np.clip(np.floor(x).astype(np.int64), 0, spec.shape[1] - 2)
+    t = np.clip(x - i, 0, 1).astype(np.float32)
+    a = np.take_along_axis(spec, i, axis=1)
+    b = np.take_along_axis(spec, i + 1, axis=1)
+    return a * (1 - t) + b * t
+
+
+def _galaxy_params(rng, tracer, z):
+    n = len(z)
+    tmax = np.interp(z, _AGE_Z, _AGE_T) - 0.05
+    red = {"LRG": np.ones(n, bool), "ELG": np.zeros(n, bool), "BGS": rng.uniform(size=n) < 0.4}[tracer]
+    ts = np.where(red, rng.uniform(0.55, 0.98, n) * tmax, rng.uniform(0.15, 0.9, n) * tmax)
+    if tracer == "ELG":
+        ts = rng.uniform(0.3, 0.7, n) * tmax
+    tau = np.where(red, rng.uniform(0.2, 1.2, n), np.exp(rng.uniform(np.log(1.5), np.log(15), n)))
+    zmet = np.where(red, 10 ** rng.uniform(-0.1, 0.4, n), 10 ** rng.uniform(-0.7, 0.1, n))
+    av = np.where(red, rng.uniform(0, 0.35, n), rng.uniform(0.1, 1.2, n))
+    vdisp = np.where(red, rng.uniform(140, 350, n), rng.uniform(50, 150, n))
+    gas = rng.uniform(30, 110, n)
+    return dict(tstart_gyr=np.maximum(ts, 0.1), tau_gyr=tau, zmet_zsun=zmet, av=av, vdisp=vdisp,
+                gas_sigma_kms=gas, red=red)
+
+
+def _simulate_galaxies(rng, tracer, z, wave):
+    """Observed-frame galaxy models (n, nwave) and truth columns for one tracer."""
+    n = len(z)
+    p = _galaxy_params(rng, tracer, z)
+    wr = (min(wave[0] / (1 + z.max()), 3700.0), max(wave[-1] / (1 + z.min()), 4300.0))
+    rest = G.rest_continuum(p["tstart_gyr"], p["tau_gyr"], p["zmet_zsun"], p["av"], p["vdisp"], wave_range=wr)
+    rw = G.rest_wave()[G.rest_slice(wr)]
+    sel = (rw > 3700) & (rw < 4300)
+    dn = G.dn4000(rw[sel], rest[:, sel])
+    hd = G.hdelta_a(rw[sel], rest[:, sel])
+    props = G.galaxy_properties(p["tstart_gyr"], p["tau_gyr"], p["zmet_zsun"])
+    dl = luminosity_distance_cm(z)
+    per_msun = G.L_SUN / (4 * np.pi * dl**2 * (1 + z)) / 1e-17
+    obs = _interp_rows(rw, rest, wave, z) * per_msun[:, None].astype(np.float32)
+    band, (lo, hi, slope) = {"BGS": ("r", (15.0, 19.5, 0.35)), "LRG": ("z", (18.6, 21.1, 0.3)),
+                             "ELG": ("g", (21.6, 23.4, 0.3))}[tracer]
+    mag = _mag_draw(rng, n, lo, hi, slope)
+    mass = _scale_to_mag(wave, obs, mag, band)
+    obs = obs * mass[:, None].astype(np.float32)
+    sfr = mass * props["sfr_per_msun"]
+    # nebular lines (intrinsic Hα from SFR, Kennicutt & Evans 2012), attenuated with A_V/0.44
+    boost = {"ELG": 2.5, "BGS": 1.0, "LRG": 0.4}[tracer]
+    lha = sfr * 10**41.27 * boost
+    ratios = G.draw_line_ratios(rng, n)
+    a_gas = p["av"][:, None] / 0.44 * G.calzetti_k(G.LINE_WAVES)[None, :] / 4.05
+    lflux = (lha / (4 * np.pi * dl**2) / 1e-17)[:, None] * ratios * 10 ** (-0.4 * a_gas)
+    centers = G.LINE_WAVES[None, :] * (1 + z[:, None])
+    sig = centers * p["gas_sigma_kms"][:, None] / C_KMS
+    obs = obs.astype(np.float64)
+    G.add_gaussian_lines(obs, wave, centers, sig, lflux)
+    truth = {
+        "logmass": np.log10(mass * props["live_frac"]), "sfr": sfr, "age_gyr": props["age_mw_gyr"],
+        "tstart_gyr": p["tstart_gyr"], "tau_gyr": p["tau_gyr"], "zmet_zsun": p["zmet_zsun"], "av": p["av"],
+        "vdisp": p["vdisp"], "gas_sigma_kms": p["gas_sigma_kms"], "dn4000": dn, "hdelta_a": hd,
+        "mag_norm": mag, "mag_band": np.full(n, band),
+    }
+    for k, name in enumerate(G.LINE_NAMES):
+        truth[f"flux_{name}"] = lflux[:, k]
+    return obs, truth
+
+
+def _simulate_qsos(rng, z, wave):
+    n = len(z)
+    flux, par = Q.qso_model(rng, wave, z)
+    mag = _mag_draw(rng, n, 17.5, 22.7, 0.4)
+    flux *= _scale_to_mag(wave, flux, mag, "r")[:, None]
+    return flux, {"qso_alpha": par["qso_alpha"], "qso_fwhm_kms": par["qso_fwhm_kms"], "mag_norm": mag,
+                  "mag_band": np.full(n, "r")}
+
+
+def _simulate_stars(rng, program, n, wave):
+    cls_p = np.array([0.26, 0.34, 0.2, 0.14, 0.05, 0.01])
+    ranges = [(3200, 3700), (3700, 5200), (5200, 6000), (6000, 7500), (7500, 10000), (10000, 15000)]
+    k = rng.choice(6, n, p=cls_p)
+    lo = np.array([r[0] for r in ranges])[k]
+    hi = np.array([r[1] for r in ranges])[k]
+    teff = rng.uniform(lo, hi)
+    z = rng.normal(0, 80, n) / C_KMS
+    flux = S.star_model(rng, wave, teff, z)
+    lo_m, hi_m = {"dark": (16.0, 20.3), "bright": (15.0, 19.0), "backup": (11.5, 17.0)}[program]
+    mag = _mag_draw(rng, n, lo_m, hi_m, 0.3)
+    flux *= _scale_to_mag(wave, flux, mag, "r")[:, None]
+    return flux, z, {"teff": teff, "mag_norm": mag, "mag_band": np.full(n, "r"), "subtype": S.spectral_class(teff)}
+
+
+def _pick_from_pool(rng, pool, avail, tracer, n):
+    """Choose n pool indices in this pixel with weight ∝ n_tracer(z)/(density·dV/dz), no replacement."""
+    idx = np.flatnonzero(avail)
+    w = tracer_nz(tracer, pool["z"][idx]) * pool["base"][idx]
+    ok = w > 0
+    idx, w = idx[ok], w[ok]
+    n = min(n, idx.size)
+    keys = rng.exponential(size=idx.size) / w  # Efraimidis–Spirakis
+    return idx[np.argpartition(keys, n - 1)[:n]] if n else idx[:0]
+
+
+def _random_in_pixel(rng, pix, n):
+    """Uniform (ra, dec) inside one nested nside-64 pixel (rejection in its bounding cap)."""
+    vec = np.array(hp.pix2vec(NSIDE, int(pix), nest=True))
+    cb = hp.boundaries(NSIDE, int(pix), nest=True).T
+    rad = np.degrees(np.arccos(np.clip(cb @ vec, -1, 1)).max()) + 0.01
+    from desi_assets.sources.mock.structure import _random_in_cap
+
+    out = []
+    while sum(len(o) for o in out) < n:
+        u = _random_in_cap(rng, 4 * n + 16, vec, rad)
+        ra = np.degrees(np.arctan2(u[:, 1], u[:, 0])) % 360
+        dec = np.degrees(np.arcsin(u[:, 2]))
+        keep = hp.ang2pix(NSIDE, ra, dec, nest=True, lonlat=True) == pix
+        out.append(np.stack([ra[keep], dec[keep]], 1))
+    rd = np.concatenate(out)[:n]
+    return rd[:, 0], rd[:, 1]
+
+
+# ---------------------------------------------------------------- one pixel
+def plan_healpix(config: MockSurveyConfig, index: int) -> dict:
+    """Targets of one pixel without spectra: tracer, ra/dec, z (observed), anomaly class/amplitude (cheap)."""
+    web, pixels, pool = _web_and_pool(config.seed, config.n_pixels)
+    programs = pixel_programs(config.n_pixels, config.seed)
+    counts = pixel_counts(config, programs)
+    pix, program, ntot = int(pixels[index]), programs[index], int(counts[index])
+    rng = np.random.default_rng([config.seed, 100, index])
+
+    # --- tracer counts and positions
+    mix = TRACER_MIX[program]
+    names = list(mix)
+    ntr = rng.multinomial(ntot, [mix[k] for k in names])
+    avail = pool["pix"] == pix
+    # the pool is shared by all pixels; each pixel uses its own points only
+    avail = avail.copy()
+    rows = []
+    for name, n in zip(names, ntr):
+        if n == 0:
+            continue
+        if name == "MWS":
+            ra, dec = _random_in_pixel(rng, pix, n)
+            rows.append(dict(tracer=np.full(n, name), ra=ra, dec=dec, z=np.full(n, np.nan), xyz=np.full((n, 3), np.nan)))
+            continue
+        sel = _pick_from_pool(rng, pool, avail, name, n)
+        avail[sel] = False
+        m = len(sel)
+        rows.append(dict(tracer=np.full(m, name), ra=pool["ra"][sel], dec=pool["dec"][sel],
+                         z=pool["z"][sel], xyz=pool["xyz"][sel]))
+    cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    n = len(cat["ra"])
+    tracer = cat["tracer"]
+    order = rng.permutation(n)  # files are not sorted by class
+    cat = {k: v[order] for k, v in cat.items()}
+    tracer = cat["tracer"]
+
+    # --- anomalies: assign classes cycling through all seven, hosts by eligibility
+    n_anom = int(rng.binomial(n, config.anomaly_fraction)) if config.anomaly_fraction > 0 else 0
+    if config.anomaly_fraction > 0 and n >= 60:
+        n_anom = max(n_anom, 1)
+    anom_cls = np.full(n, None, dtype=object)
+    anom_amp = np.full(n, np.nan)
+    anom_detail = np.full(n, None, dtype=object)
+    cyc = [A.ANOMALY_CLASSES[(index * 3 + k) % len(A.ANOMALY_CLASSES)] for k in range(n_anom)]
+    taken = np.zeros(n, bool)
+    z_cos = cat["z"].copy()
+    for cls in cyc:
+        if cls in ("bal", "mislabeled_highz_qso"):
+            cand = np.flatnonzero((tracer == "QSO") & (cat["z"] > (2.0 if cls == "bal" else 2.1)) & ~taken)
+            if cand.size == 0:  # promote a galaxy host into a high-z QSO at its sky position
+                cand = np.flatnonzero(np.isin(tracer, ["ELG", "LRG", "BGS"]) & ~taken)[:1]
+                if cand.size:  # moved off the web: no web truth for it
+                    tracer[cand] = "QSO"
+                    cat["z"][cand] = rng.uniform(2.1, 3.4)
+                    z_cos[cand] = cat["z"][cand]
+                    cat["xyz"][cand] = np.nan
+        elif cls == "extreme_emitter":
+            cand = np.flatnonzero(np.isin(tracer, ["ELG", "BGS"]) & (cat["z"] < 0.9) & ~taken)
+            if cand.size == 0:
+                cand = np.flatnonzero(np.isin(tracer, ["ELG", "BGS", "LRG"]) & ~taken)[:1]
+                cat["z"][cand] = rng.uniform(0.2, 0.85, cand.size)
+                z_cos[cand] = cat["z"][cand]
+                cat["xyz"][cand] = np.nan
+        elif cls == "broad_line_galaxy":
+            cand = np.flatnonzero(np.isin(tracer, ["ELG", "BGS", "LRG"]) & (cat["z"] < 0.9) & ~taken)
+            if cand.size == 0:
+                cand = np.flatnonzero(np.isin(tracer, ["ELG", "BGS", "LRG"]) & ~taken)[:1]
+                cat["z"][cand] = rng.uniform(0.2, 0.85, cand.size)
+                z_cos[cand] = cat["z"][cand]
+                cat["xyz"][cand] = np.nan
+        else:
+            cand = np.flatnonzero(~taken)
+        if cand.size == 0:
+            continue
+        j = int(rng.choice(cand))
+        taken[j] = True
+        anom_cls[j] = cls
+        anom_amp[j] = A.draw_amplitude(rng, cls)
+
+    # --- peculiar velocities → observed redshift
+    is_xgal = tracer != "MWS"
+    vpec = rng.normal(0, 150, n)
+    z_obs = np.where(is_xgal, (1 + np.nan_to_num(cat["z"])) * (1 + vpec / C_KMS) - 1, np.nan)
+    return dict(web=web, pix=pix, program=program, rng=rng, cat=cat, tracer=tracer, n=n, z_cos=z_cos,
+                z_obs=z_obs, is_xgal=is_xgal, anom_cls=anom_cls, anom_amp=anom_amp, anom_detail=anom_detail)
+
+
+def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
+    """Simulate pixel number `index` (0-based within the patch) of a survey, fully in memory."""
+    from desi_assets.sources.mock import datamodel as D
+
+    P = plan_healpix(config, index)
+    web, pix, program, rng, cat, tracer, n = (P[k] for k in ("web", "pix", "program", "rng", "cat", "tracer", "n"))
+    z_cos, z_obs, is_xgal = P["z_cos"], P["z_obs"], P["is_xgal"]
+    anom_cls, anom_amp, anom_detail = P["anom_cls"], P["anom_amp"], P["anom_detail"]
+    wave = I.model_wave()
+
+    # --- spectra (noiseless, observed frame, padded grid)
+    model = np.zeros((n, wave.size), dtype=np.float64)
+    tcols: dict[str, np.ndarray] = {}
+
+    def put(idx, d):
+        for k, v in d.items():
+            if k not in tcols:
+                tcols[k] = np.full(n, None, dtype=object) if np.asarray(v).dtype.kind in "UO" else np.full(n, np.nan)
+            tcols[k][idx] = v
+
+    spectype = np.where(tracer == "QSO", "QSO", np.where(tracer == "MWS", "STAR", "GALAXY"))
+    subtype = np.full(n, "", dtype=object)
+    for name in ("BGS", "LRG", "ELG"):
+        idx = np.flatnonzero(tracer == name)
+        if idx.size:
+            idx = idx[np.argsort(z_obs[idx], kind="stable")]  # z-sorted chunks need less rest range
+            for chunk in np.array_split(idx, max(1, idx.size // 200)):
+                m, tr = _simulate_galaxies(rng, name, z_obs[chunk], wave)
+                model[chunk] = m
+                put(chunk, tr)
+    idx = np.flatnonzero(tracer == "QSO")
+    if idx.size:
+        m, tr = _simulate_qsos(rng, z_obs[idx], wave)
+        model[idx] = m
+        put(idx, tr)
+    idx = np.flatnonzero(tracer == "MWS")
+    if idx.size:
+        m, zs, tr = _simulate_stars(rng, program, idx.size, wave)
+        model[idx] = m
+        z_obs[idx] = zs
+        subtype[idx] = tr.pop("subtype")
+        put(idx, tr)
+
+    # --- fibre aperture: the spectrum holds the in-fibre flux (FIBERFLUX), magnitudes are total
+    psf = np.isin(tracer, ["QSO", "MWS"])
+    fiberfrac = np.where(psf, 0.78, np.clip(rng.normal(0.55, 0.1, n) - 0.5 * np.clip(0.25 - np.nan_to_num(z_obs), 0, None),
+                                            0.2, 0.75))
+    photo_total = D.synthetic_photometry(wave, model)
+    model *= fiberfrac[:, None]
+    for k in list(tcols):
+        if k.startswith("flux_"):
+            tcols[k] = tcols[k] * fiberfrac
+
+    # --- physical anomalies on the model
+    for j in np.flatnonzero(anom_cls != None):  # noqa: E711
+        cls, amp = anom_cls[j], anom_amp[j]
+        if cls == "bal":
+            anom_detail[j] = A.apply_bal(rng, model[j], wave, z_obs[j], amp)
+        elif cls == "extreme_emitter":
+            lam = 5008.240 * (1 + z_obs[j])
+            near = np.abs(wave - lam) < 60
+            cont = np.median(model[j, near]) if near.any() else np.median(model[j])
+            f5007 = amp * (1 + z_obs[j]) * max(cont, 1e-3)
+            sig = lam * 60 / C_KMS
+            G.add_gaussian_lines(model[j:j + 1], wave,
+                                 np.array([[lam, 4960.295 * (1 + z_obs[j]), 4862.71 * (1 + z_obs[j])]]),
+                                 np.array([[sig, sig, sig]]), np.array([[f5007, f5007 / 2.98, f5007 / 5.0]]))
+            anom_detail[j] = f"flux_oiii_5007_added={f5007:.3g}"
+            for k, f in (("flux_oiii_5007", f5007), ("flux_oiii_4959", f5007 / 2.98), ("flux_hbeta", f5007 / 5.0)):
+                if k in tcols:
+                    tcols[k][j] = np.nan_to_num(tcols[k][j]) + f
+        elif cls == "broad_line_galaxy":
+            cont = np.median(model[j])
+            sig = amp / 2.3548 / C_KMS
+            lines = np.array([[6564.60, 4862.71, 4341.69]]) * (1 + z_obs[j])
+            ew = rng.uniform(40, 200)
+            fl = ew * (1 + z_obs[j]) * max(cont, 1e-3) * np.array([[1.0, 1 / 3.1, 1 / 6.5]])
+            G.add_gaussian_lines(model[j:j + 1], wave, lines, lines * sig, fl, halfwidth_pix=300)
+            anom_detail[j] = f"ew_halpha_broad={ew:.0f}"
+
+    # --- exposures, fibres, instrument
+    expo = D.make_exposures(rng, pix, program, n)
+    fibre_scale = rng.normal(1.0, 0.02, n)
+    sky = I.sky_spectrum(program)
+    arms, noiseless = {}, {}
+    for arm in ARMS:
+        sl = I.arm_slice(arm)
+        w = wave[sl][I.PAD:-I.PAD]
+        rdat = I.resolution_data(arm, fibre_scale)
+        mR = I.apply_resolution(model[:, sl], rdat)
+        sig = I.noise_sigma(mR, w, sky[sl][I.PAD:-I.PAD], expo["coadd_exptime"], expo["nexp"])
+        flux = mR + rng.normal(size=mR.shape) * sig
+        ivar = 1.0 / sig**2
+        mask = np.zeros(mR.shape, dtype=np.int32)
+        # cosmics caught by the pipeline: COSMIC bit, ivar 0
+        ncr = rng.poisson(0.25, n)
+        for j in np.flatnonzero(ncr):
+            for _ in range(ncr[j]):
+                i0 = int(rng.integers(0, w.size - 3))
+                npx = int(rng.integers(1, 4))
+                mask[j, i0:i0 + npx] |= I.MASK_COSMIC
+                ivar[j, i0:i0 + npx] = 0.0
+                flux[j, i0:i0 + npx] += rng.uniform(20, 200) * sig[j, i0:i0 + npx]
+        arms[arm] = {"wave": w, "flux": flux, "ivar": ivar, "mask": mask,
+                     "resolution": rdat[:, :, I.PAD:-I.PAD], "sigma": sig}
+        noiseless[arm] = mR.astype(np.float32)
+    # one bad CCD column per file, on the fibres of one petal
+    bad_arm = ["b", "r", "z"][int(rng.integers(0, 3))]
+    col = int(rng.integers(100, ARMS[bad_arm].npix - 100))
+    bad_petal = int(rng.integers(0, 10))
+    hit = expo["petal_first"] == bad_petal
+    a = arms[bad_arm]
+    a["mask"][hit, col:col + 2] |= I.MASK_BADCOLUMN
+    a["ivar"][hit, col:col + 2] = 0.0
+    a["flux"][hit, col:col + 2] = 0.0
+
+    # --- instrumental anomalies on the observed arrays
+    for j in np.flatnonzero(anom_cls != None):  # noqa: E711
+        cls, amp = anom_cls[j], anom_amp[j]
+        if cls == "calibration_jump":
+            arm = ["b", "r", "z"][int(rng.integers(0, 3))]
+            f = 1 + amp * (1 if rng.uniform() < 0.5 else -1)
+            arms[arm]["flux"][j] *= f
+            arms[arm]["ivar"][j] /= f**2
+            anom_detail[j] = f"arm={arm} factor={f:.3f}"
+        elif cls == "dead_segment":
+            arm = ["b", "r", "z"][int(rng.integers(0, 3))]
+            w = arms[arm]["wave"]
+            lo = rng.uniform(w[0] + 20, w[-1] - amp - 20)
+            m = (w >= lo) & (w < lo + amp)
+            arms[arm]["flux"][j, m] = 0.0
+            if rng.uniform() < 0.5:
+                arms[arm]["ivar"][j, m] = 0.0
+            anom_detail[j] = f"arm={arm} lo={lo:.1f}"
+        elif cls == "cosmic_ray":
+            arm = ["b", "r", "z"][int(rng.integers(0, 3))]
+            anom_detail[j] = f"arm={arm} " + A.apply_cosmic_ray(rng, arms[arm]["flux"][j], arms[arm]["sigma"][j], amp)
+    for arm in arms:
+        a = arms[arm]
+        a["flux"] = a["flux"].astype(np.float32)
+        a["ivar"] = a["ivar"].astype(np.float32)
+        del a["sigma"]
+
+    # --- catalogue, redrock, truth
+    web_class = np.full(n, -1, dtype=np.int64)
+    dfil = np.full(n, np.nan)
+    xg = np.flatnonzero(is_xgal & np.isfinite(cat["xyz"][:, 0]))
+    if xg.size:
+        wc, df = web.classify(cat["xyz"][xg])
+        web_class[xg], dfil[xg] = wc, df
+    targetid = (np.int64(9010) << 42) | (np.int64(pix) << 22) | np.arange(n, dtype=np.int64)
+    photo = photo_total
+    fm = D.make_fibermap(rng, targetid, cat["ra"], cat["dec"], tracer, program, photo, expo, subtype, fiberfrac)
+    efm = D.make_exp_fibermap(targetid, cat["ra"], cat["dec"], expo, fm)
+    rr, rr_status = D.make_redshifts(rng, targetid, z_obs, spectype, subtype, tracer, arms, anom_cls, anom_amp,
+                                     photo)
+    for j in np.flatnonzero(anom_cls == "mislabeled_highz_qso"):
+        anom_amp[j] = float(z_obs[j] - rr["Z"][j])
+    tsnr2 = D.make_tsnr2(rng, targetid, program, expo)
+    truth = {
+        "targetid": targetid, "healpix": np.full(n, pix), "survey": np.full(n, config.survey),
+        "program": np.full(n, program), "tracer": tracer, "spectype": spectype, "subtype": subtype,
+        "fiberfrac": fiberfrac, "z": z_obs, "z_cosmo": np.where(is_xgal, z_cos, np.nan), "ra": cat["ra"], "dec": cat["dec"],
+        "web_class": web_class, "dist_filament_mpc": dfil,
+        "anomaly_class": anom_cls, "anomaly_amplitude": anom_amp, "anomaly_detail": anom_detail,
+        "redrock_status": rr_status,
+    }
+    truth.update(tcols)
+    truth_df = _truth_frame(truth)
+    fm_all = fm
+    return PixelSimulation(pix, program, config.survey, fm_all, efm, arms, noiseless, rr, tsnr2, truth_df,
+                           extra={"model_wave": wave})
+
+
+def _truth_frame(t: dict) -> pl.DataFrame:
+    cols = {}
+    for k, v in t.items():
+        v = np.asarray(v)
+        if k == "web_class":
+            cols[k] = pl.Series(k, [None if x < 0 else int(x) for x in v], dtype=pl.Int8)
+        elif k in ("targetid", "healpix"):
+            cols[k] = pl.Series(k, v.astype(np.int64))
+        elif v.dtype.kind == "f":
+            cols[k] = pl.Series(k, v, dtype=pl.Float64, nan_to_null=True)
+        else:
+            cols[k] = pl.Series(k, [None if (x is None or (isinstance(x, float) and np.isnan(x))) else str(x)
+                                    for x in v], dtype=pl.Utf8)
+    return pl.DataFrame(list(cols.values()))
+
+
+# ---------------------------------------------------------------- public entry point
+def write_mock_survey(out_dir: Path, config: MockSurveyConfig = MockSurveyConfig(),
+                      progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the mock survey (coadd + redrock FITS, truth parquet per pixel) under out_dir; returns coadd paths."""
+    from desi_assets.sources.mock import datamodel as D
+
+    out_dir = Path(out_dir)
+    programs = pixel_programs(config.n_pixels, config.seed)
+    paths = []
+    for i in range(config.n_pixels):
+        t0 = time.perf_counter()
+        sim = simulate_healpix(config, i)
+        coadd = D.write_pixel(out_dir, sim)
+        paths.append(coadd)
+        if progress is not None:
+            progress(f"mock pixel {i + 1}/{config.n_pixels}: {sim.survey}-{sim.program}-{sim.pixel} "
+                     f"{sim.truth.height} spectra in {time.perf_counter() - t0:.1f}s -> {coadd}")
+        if config.release_every and i < config.n_pixels - 1:
+            time.sleep(config.release_every)
+    assert len(programs) == len(paths)
+    return paths

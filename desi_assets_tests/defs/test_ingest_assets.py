@@ -1,0 +1,96 @@
+"""raw_spectra and preprocessed_spectra: asset context, materialize, idempotency, bad files, key validation."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from desi_assets.defs.ingest.assets import IngestConfig, raw_spectra
+from desi_assets.defs.partitions import coadds_partitions
+from desi_assets.defs.preprocess.assets import preprocessed_spectra
+from desi_assets.defs.resources import make_resources
+from desi_assets.sources.keys import InvalidPartitionKeyError
+from desi_assets.storage.arrays import to_numpy_2d
+from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets_tests.conftest import survey_keys
+
+
+def _materialize(keys, resources, instance, assets=(raw_spectra, preprocessed_spectra), raise_on_error=True):
+    instance.add_dynamic_partitions(coadds_partitions.name, [k for k in keys
+                                    if not instance.has_dynamic_partition(coadds_partitions.name, k)])
+    return [dg.materialize(list(assets), partition_key=k, resources=resources, instance=instance,
+                           raise_on_error=raise_on_error) for k in keys]
+
+
+def test_raw_spectra_with_asset_context(small_survey, lakehouse_root, instance):
+    key = survey_keys(small_survey)[0]
+    instance.add_dynamic_partitions(coadds_partitions.name, [key])
+    res = make_resources(lakehouse_root, str(small_survey))
+    ctx = dg.build_asset_context(partition_key=key, resources=res, instance=instance)
+    out = raw_spectra(ctx, IngestConfig(make_plot=False))
+    assert out.metadata["rows"] > 0
+    t = LakehouseResource(root=lakehouse_root).read("targets")
+    assert t["coadd_key"].unique().to_list() == [key]
+    assert t.height == out.metadata["rows"]
+
+
+def test_materialize_is_idempotent_and_preprocesses(small_survey, lakehouse_root, instance):
+    keys = survey_keys(small_survey)[:2]
+    res = make_resources(lakehouse_root, str(small_survey))
+    lh = LakehouseResource(root=lakehouse_root)
+    _materialize(keys, res, instance)
+    counts = {t: lh.read(t).height for t in ("targets", "spectra", "preprocessed_spectra")}
+    _materialize(keys[:1], res, instance)  # re-run one partition
+    assert {t: lh.read(t).height for t in counts} == counts
+    t = lh.read("targets")
+    assert t["targetid"].n_unique() == t.height
+    pre = lh.read("preprocessed_spectra")
+    assert pre.height == int(t["usable"].sum())
+    flux = to_numpy_2d(pre["flux"])
+    assert flux.shape[1] == 496 and np.all(np.isfinite(flux))
+    assert np.allclose(np.median(np.abs(flux), axis=1), 1.0, atol=1e-3)
+    sp = lh.read("spectra", keys=keys[:1])
+    assert len(sp["flux_b"][0]) == 2751 and len(sp["lsf_sigma"][0]) == 496
+
+
+def test_corrupt_file_fails_its_partition_only(survey_copy, lakehouse_root, instance):
+    keys = survey_keys(survey_copy)[:3]
+    bad = next(survey_copy.rglob(f"coadd-{keys[1]}.fits"))
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 3])  # truncated
+    res = make_resources(lakehouse_root, str(survey_copy))
+    results = _materialize(keys, res, instance, raise_on_error=False)
+    assert [r.success for r in results] == [True, False, True]
+    errors = LakehouseResource(root=lakehouse_root).read("ingest_errors")
+    assert errors["coadd_key"].to_list() == [keys[1]]
+    assert errors["error_type"][0] == "TruncatedFileError"
+    assert str(bad) in errors["message"][0] or str(bad) == errors["file"][0]
+    landed = LakehouseResource(root=lakehouse_root).read("targets")["coadd_key"].unique().sort().to_list()
+    assert landed == sorted([keys[0], keys[2]])
+
+
+def test_wrong_partition_key_is_rejected(small_survey, lakehouse_root, instance):
+    res = make_resources(lakehouse_root, str(small_survey))
+    for bad in ["main-dark-99999999", "../../etc-passwd-1", "main-nightly-10"]:
+        instance.add_dynamic_partitions(coadds_partitions.name, [bad])
+        ctx = dg.build_asset_context(partition_key=bad, resources=res, instance=instance)
+        with pytest.raises(InvalidPartitionKeyError, match="partition key"):
+            raw_spectra(ctx, IngestConfig())
+
+
+def test_consumers_read_and_join(small_survey, lakehouse_root, instance):
+    import duckdb
+    from deltalake import DeltaTable
+
+    keys = survey_keys(small_survey)[:2]
+    _materialize(keys, make_resources(lakehouse_root, str(small_survey)), instance)
+    lh = LakehouseResource(root=lakehouse_root)
+    for name in ("targets", "spectra", "preprocessed_spectra"):
+        assert pl.scan_delta(lh.table_uri(name)).select(pl.len()).collect().item() > 0
+    ctx = pl.SQLContext(targets=lh.scan("targets"), pre=lh.scan("preprocessed_spectra"))
+    sql = ctx.execute("SELECT t.spectype, count(*) AS n FROM targets t JOIN pre p "
+                      "ON t.coadd_key = p.coadd_key AND t.targetid = p.targetid GROUP BY t.spectype").collect()
+    con = duckdb.connect()
+    con.register("targets", DeltaTable(lh.table_uri("targets")).to_pyarrow_dataset())
+    con.register("pre", DeltaTable(lh.table_uri("preprocessed_spectra")).to_pyarrow_dataset())
+    n_duck = con.execute("SELECT count(*) FROM targets t JOIN pre p USING (coadd_key, targetid)").fetchone()[0]
+    assert sql["n"].sum() == n_duck == lh.read("preprocessed_spectra").height

@@ -1,0 +1,236 @@
+"""The mock DESI survey: data model, determinism, physics truth, noise, class mix, anomalies, plots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+import polars as pl
+import pytest
+from astropy.io import fits
+
+from desi_assets.science.wavelength import ARMS
+from desi_assets.sources.mock import (MockSurveyConfig, plan_healpix, pixel_programs, simulate_healpix,
+                                      write_mock_survey)
+from desi_assets.sources.mock.anomalies import ANOMALY_CLASSES
+from desi_assets.sources.mock.columns import EXP_FIBERMAP_COLUMNS, FIBERMAP_COLUMNS, SCORES_COLUMNS
+from desi_assets.sources.mock.galaxies import restframe_indices
+
+SMALL = MockSurveyConfig(spectra_scale=0.05)
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "desi-real"
+COADD_EXTNAMES = {"PRIMARY", "FIBERMAP", "EXP_FIBERMAP", "SCORES"} | {
+    f"{a}_{k}" for a in "BRZ" for k in ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION")}
+
+
+@pytest.fixture(scope="session")
+def mock_survey(tmp_path_factory):
+    """A small 12-pixel mock survey written once per test session: (root, coadd paths, truth)."""
+    root = tmp_path_factory.mktemp("mock_survey")
+    msgs: list[str] = []
+    paths = write_mock_survey(root, SMALL, progress=msgs.append)
+    truth = pl.concat([pl.read_parquet(p) for p in sorted(root.rglob("truth-*.parquet"))], how="diagonal_relaxed")
+    assert len(msgs) == SMALL.n_pixels
+    return root, paths, truth
+
+
+def test_layout_and_hdus(mock_survey):
+    root, paths, _ = mock_survey
+    assert len(paths) == 12
+    programs = set()
+    for p in paths:
+        survey, program, group, pix = p.parts[-5:-1]
+        pix = int(pix)
+        assert p.name == f"coadd-{survey}-{program}-{pix}.fits" and int(group) == pix // 100
+        assert (p.parent / f"redrock-{survey}-{program}-{pix}.fits").exists()
+        assert (p.parent / f"truth-{survey}-{program}-{pix}.parquet").exists()
+        programs.add(program)
+        with fits.open(p) as h:
+            assert {x.name for x in h} == COADD_EXTNAMES
+            hdr = h[0].header
+            assert (hdr["HPXNSIDE"], hdr["HPXNEST"], hdr["HPXPIXEL"], hdr["SPGRP"]) == (64, True, pix, "healpix")
+            assert (hdr["SURVEY"], hdr["PROGRAM"]) == (survey, program)
+            fm = h["FIBERMAP"].data
+            n = len(fm)
+            assert np.all(hp.ang2pix(64, fm["TARGET_RA"], fm["TARGET_DEC"], nest=True, lonlat=True) == pix)
+            for a in "BRZ":
+                arm = ARMS[a.lower()]
+                w = h[f"{a}_WAVELENGTH"].data
+                assert w.dtype == np.dtype(">f8") and w.size == arm.npix
+                assert np.array_equal(w, arm.wavelength())
+                assert h[f"{a}_FLUX"].data.dtype == np.dtype(">f4") and h[f"{a}_FLUX"].data.shape == (n, arm.npix)
+                assert h[f"{a}_IVAR"].data.dtype == np.dtype(">f4")
+                assert h[f"{a}_MASK"].data.dtype == np.dtype(">i4")
+                assert "erg" in h[f"{a}_FLUX"].header["BUNIT"] and "erg" in h[f"{a}_IVAR"].header["BUNIT"]
+                R = h[f"{a}_RESOLUTION"].data
+                assert R.dtype == np.dtype(">f4") and R.shape == (n, 11, arm.npix)
+                assert np.all(np.abs(R.sum(axis=1) - 1) < 0.01)
+                assert np.all(R[:, 5] > 0.35) and np.all(R[:, 5] < 0.6)  # σ ≈ 0.8–1.0 px
+            b = h["B_WAVELENGTH"].data
+            assert (b[0], b[-1]) == (3600.0, 5800.0)
+            assert [(c.name, c.format) for c in h["FIBERMAP"].columns] == [(c[0], c[1]) for c in FIBERMAP_COLUMNS]
+            assert [c.name for c in h["EXP_FIBERMAP"].columns] == [c[0] for c in EXP_FIBERMAP_COLUMNS]
+            assert [c.name for c in h["SCORES"].columns] == [c[0] for c in SCORES_COLUMNS]
+            efm = h["EXP_FIBERMAP"].data
+            nexp = np.bincount(np.searchsorted(fm["TARGETID"], efm["TARGETID"], sorter=np.argsort(fm["TARGETID"])),
+                               minlength=n)
+            assert nexp.min() >= 1 and nexp.max() <= 4
+            assert np.all((efm["PETAL_LOC"] >= 0) & (efm["PETAL_LOC"] <= 9))
+        with fits.open(p.parent / f"redrock-{survey}-{program}-{pix}.fits") as r:
+            assert [x.name for x in r][1:] == ["REDSHIFTS", "FIBERMAP", "EXP_FIBERMAP", "TSNR2"]
+            z = r["REDSHIFTS"].data
+            fmt = {c.name: c.format for c in r["REDSHIFTS"].columns}
+            assert fmt["COEFF"] == "10D" and fmt["SPECTYPE"] == "6A" and fmt["SUBTYPE"] == "20A"
+            assert fmt["ZWARN"] == "K" and fmt["TARGETID"] == "K"
+            assert np.array_equal(z["TARGETID"], fm["TARGETID"])
+            assert set(np.char.strip(z["SPECTYPE"].astype(str))) <= {"GALAXY", "QSO", "STAR"}
+    assert {"dark", "bright", "backup"} <= programs
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="shared/data/desi-real not present")
+def test_columns_match_real_desi_file():
+    real = REAL / "loa/healpix/special/dark/272/27247/coadd-special-dark-27247.fits"
+    with fits.open(real) as h:
+        for ext, spec in (("FIBERMAP", FIBERMAP_COLUMNS), ("EXP_FIBERMAP", EXP_FIBERMAP_COLUMNS)):
+            assert [(c.name, c.format) for c in h[ext].columns] == [(c[0], c[1]) for c in spec]
+
+
+def test_truth_table_and_targetids(mock_survey):
+    _, _, truth = mock_survey
+    for col in ("targetid", "spectype", "z", "anomaly_class", "anomaly_amplitude", "tracer", "web_class",
+                "dist_filament_mpc", "logmass", "sfr", "age_gyr", "av", "vdisp", "flux_oii_3726", "flux_halpha",
+                "dn4000", "hdelta_a"):
+        assert col in truth.columns
+    assert truth["targetid"].n_unique() == truth.height and truth["targetid"].min() > 0
+    gal = truth.filter(pl.col("spectype") == "GALAXY")
+    assert gal["logmass"].null_count() == 0 and gal["web_class"].null_count() == 0
+    assert truth.filter(pl.col("spectype") == "STAR")["logmass"].null_count() == truth.filter(
+        pl.col("spectype") == "STAR").height
+    bgs = truth.filter(pl.col("tracer") == "BGS")["z"]
+    lrg = truth.filter(pl.col("tracer") == "LRG")["z"]
+    elg = truth.filter(pl.col("tracer") == "ELG")["z"]
+    assert bgs.max() < 0.62 and 0.38 < lrg.min() and lrg.max() < 1.12 and 0.58 < elg.min() and elg.max() < 1.62
+    assert truth.filter(pl.col("tracer") == "QSO")["z"].max() > 2.5
+    web = truth.filter(pl.col("web_class").is_not_null())
+    assert set(web["web_class"].unique().to_list()) == {0, 1, 2, 3}
+    med = web.group_by("web_class").agg(pl.col("dist_filament_mpc").median()).sort("web_class")["dist_filament_mpc"]
+    assert med[2] < 2.5 and med[0] > med[2]
+
+
+def test_determinism_same_seed_same_arrays_other_seed_differs():
+    cfg = MockSurveyConfig(n_pixels=3, spectra_scale=0.05)
+    a, b = simulate_healpix(cfg, 1), simulate_healpix(cfg, 1)
+    c = simulate_healpix(MockSurveyConfig(n_pixels=3, spectra_scale=0.05, seed=43), 1)
+    for arm in "brz":
+        assert np.array_equal(a.arms[arm]["flux"], b.arms[arm]["flux"])
+        assert np.array_equal(a.arms[arm]["ivar"], b.arms[arm]["ivar"])
+        assert not (a.arms[arm]["flux"].shape == c.arms[arm]["flux"].shape
+                    and np.array_equal(a.arms[arm]["flux"], c.arms[arm]["flux"]))
+    assert a.truth.equals(b.truth)
+
+
+def test_files_identical_for_same_seed(tmp_path):
+    cfg = MockSurveyConfig(n_pixels=1, spectra_scale=0.03)
+    p1 = write_mock_survey(tmp_path / "a", cfg)[0]
+    p2 = write_mock_survey(tmp_path / "b", cfg)[0]
+    with fits.open(p1) as h1, fits.open(p2) as h2:
+        for ext in ("B_FLUX", "R_IVAR", "Z_MASK", "B_RESOLUTION"):
+            assert h1[ext].data.tobytes() == h2[ext].data.tobytes()
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_dn4000_truth_regenerates_from_noiseless_model(mock_survey):
+    _, _, truth = mock_survey
+    g = truth.filter(pl.col("dn4000").is_not_null()).head(40)
+    dn, hd = restframe_indices(*(g[c].to_numpy() for c in ("tstart_gyr", "tau_gyr", "zmet_zsun", "av", "vdisp")))
+    assert np.allclose(dn, g["dn4000"].to_numpy(), rtol=1e-3)
+    assert np.allclose(hd, g["hdelta_a"].to_numpy(), atol=0.02)
+    lrg, elg = truth.filter(pl.col("tracer") == "LRG"), truth.filter(pl.col("tracer") == "ELG")
+    assert lrg["dn4000"].median() > 1.5 > elg["dn4000"].median()
+    assert 1.0 < truth["dn4000"].min() and truth["dn4000"].max() < 2.7
+
+
+def test_noise_pulls_are_unit_normal():
+    cfg = MockSurveyConfig(n_pixels=12, spectra_scale=0.25)
+    i = pixel_programs(12, cfg.seed).index("dark")
+    sim = simulate_healpix(cfg, i)
+    normal = sim.truth["anomaly_class"].is_null().to_numpy()
+    pulls = []
+    for arm in "brz":
+        a = sim.arms[arm]
+        good = (a["ivar"] > 0) & (a["mask"] == 0) & normal[:, None]
+        pulls.append(((a["flux"] - sim.noiseless[arm]) * np.sqrt(a["ivar"]))[good])
+    p = np.concatenate(pulls)
+    assert p.size > 100_000
+    assert abs(p.mean()) < 0.05 and abs(p.std() - 1) < 0.05
+    # sky lines: ivar drops strongly at 5577 and in the OH forest
+    r = sim.arms["b"]
+    w = r["wave"]
+    i5577 = np.argmin(np.abs(w - 5578.9))
+    assert np.median(r["ivar"][:, i5577]) < 0.2 * np.median(r["ivar"][:, (w > 5000) & (w < 5500)])
+
+
+def test_class_mix_and_anomalies_default_survey():
+    cfg = MockSurveyConfig()
+    tracers, classes, progs, counts = [], [], [], []
+    for i in range(cfg.n_pixels):
+        P = plan_healpix(cfg, i)
+        tracers.append(P["tracer"])
+        classes.append(P["anom_cls"])
+        progs.append(np.full(P["n"], P["program"]))
+        counts.append(P["n"])
+    t, c, pr = np.concatenate(tracers), np.concatenate(classes), np.concatenate(progs)
+    assert sum(counts) >= 6000 and min(counts) >= 150 and max(counts) <= 1500
+    dark = t[pr == "dark"]
+    ngal, nstar, nqso = np.isin(dark, ["ELG", "LRG", "BGS"]).sum(), (dark == "MWS").sum(), (dark == "QSO").sum()
+    assert ngal > 4 * nstar and nstar > nqso
+    backup = t[pr == "backup"]
+    assert (backup == "MWS").mean() > 0.6
+    anomalous = np.array([x is not None for x in c])
+    assert 0.008 < anomalous.mean() < 0.03
+    assert set(c[anomalous]) == set(ANOMALY_CLASSES)
+
+
+def test_redrock_failure_rate(mock_survey):
+    root, _, truth = mock_survey
+    zw = np.concatenate([fits.getdata(p, "REDSHIFTS")["ZWARN"] for p in root.rglob("redrock-*.fits")])
+    status = truth["redrock_status"]
+    bad = (status != "ok").mean()
+    assert 0.002 < bad < 0.08
+    assert (zw != 0).sum() >= 1
+
+
+def test_release_mode_spaces_pixels(tmp_path):
+    cfg = MockSurveyConfig(n_pixels=2, spectra_scale=0.02, release_every=0.5)
+    t0 = time.perf_counter()
+    paths = write_mock_survey(tmp_path, cfg)
+    assert time.perf_counter() - t0 >= 0.5
+    assert all(p.exists() for p in paths)
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_plots_mock_vs_real(mock_survey, tmp_path):
+    from desi_assets_tests.sources.plot_mock_vs_real import make_plots
+
+    root, _, _ = mock_survey
+    pngs = make_plots(root, tmp_path, per_class=1)
+    assert len(pngs) >= 5
+    for p in pngs:
+        assert p.exists() and p.stat().st_size > 20_000
+
+
+def test_bytes_do_not_depend_on_blas_threads():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib;from desi_assets.sources.mock import *;"
+            "s=simulate_healpix(MockSurveyConfig(n_pixels=1,spectra_scale=0.08),0);"
+            "print(hashlib.md5(b''.join(s.arms[a]['flux'].tobytes() for a in 'brz')).hexdigest())")
+    out = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        out.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                  check=True).stdout.strip())
+    assert out[0] == out[1] and len(out[0]) == 32
