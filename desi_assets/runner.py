@@ -74,9 +74,12 @@ def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], in
         res.partitions += len(chunk)
         if not result.success:
             res.failed.extend(chunk)
+        seen = set()  # a ranged run emits one event per partition, all with the run's metadata
         for ev in result.get_asset_materialization_events():
             rows = ev.materialization.metadata.get("rows")
-            res.rows += int(rows.value) if rows is not None else 0
+            if rows is not None and ev.asset_key not in seen:
+                seen.add(ev.asset_key)
+                res.rows += int(rows.value)
         if progress:
             state = "ok" if result.success else "FAILED"
             progress(f"  {job_name} [{i + 1}/{len(chunks)}] {chunk[0]}..{chunk[-1]} ({len(chunk)} files) {state}")

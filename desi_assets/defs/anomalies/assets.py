@@ -29,6 +29,8 @@ class TrainingSetConfig(dg.Config):
     per_class: int = 3000
     val_fraction: float = 0.2
     seed: int = 0
+    upsample: bool = Field(default=True, description="draw rarer classes with replacement up to min(per_class, "
+                                                        "largest class) training spectra per class")
 
 
 class AnomalyModelConfig(dg.Config):
@@ -38,7 +40,9 @@ class AnomalyModelConfig(dg.Config):
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    patience: int = 6
+    patience: int = 10
+    calibration_fpr: float = Field(default=0.01, description="the noise-aware threshold is the (1 - this) quantile "
+                                                                "of score_noise_aware on the clean validation split")
     seed: int = 0
     device: str = "auto"
     num_threads: int = Field(
@@ -50,7 +54,9 @@ class ScoringConfig(dg.Config):
     """Anomaly thresholds: the seed score (dimensionless) and the noise-aware summed reduced chi2."""
 
     threshold: float = scoring.DEFAULT_THRESHOLD
-    noise_aware_threshold: float = 15.0
+    noise_aware_threshold: float | None = Field(
+        default=None, description="threshold on score_noise_aware; None = the model's calibrated value (FPR 1% on "
+                                  "its clean validation split, stored with the model); 15.0 if the model has none")
     gallery_size: int = 6
     make_plot: bool = True
 
@@ -72,18 +78,32 @@ def candidates(lakehouse: LakehouseResource) -> pl.DataFrame:
             .collect())
 
 
-def balanced_sample(ids: pl.DataFrame, per_class: int, val_fraction: float, seed: int) -> pl.DataFrame:
-    """Equal numbers per class (min of per_class and the rarest class), with a random train/val split."""
+def balanced_sample(ids: pl.DataFrame, per_class: int, val_fraction: float, seed: int,
+                    upsample: bool = True) -> pl.DataFrame:
+    """Equal numbers per class with a train/val split made per unique spectrum (no leakage).
+
+    Val: the same number of unique spectra of each class (the rarest class's val count).
+    Train: ``min(per_class, largest class)`` per class when ``upsample`` (rarer classes drawn with
+    replacement), else ``min(per_class, rarest class)`` without replacement.
+    """
     counts = {c: ids.filter(pl.col("spectype") == c).height for c in CLASSES}
-    n = min(per_class, *counts.values())
-    if n < 10:
+    if min(counts.values()) < 10:
         raise dg.Failure(f"too few spectra for a balanced training set: {counts} (need >= 10 per class)")
-    parts = [ids.filter(pl.col("spectype") == c).sort("coadd_key", "targetid").sample(n, seed=seed)
-             for c in CLASSES]
-    out = pl.concat(parts)
     rng = np.random.default_rng(seed)
-    split = np.where(rng.random(out.height) < val_fraction, "val", "train")
-    return out.with_columns(split=pl.Series(split))
+    by_class = {}
+    for c in CLASSES:
+        d = ids.filter(pl.col("spectype") == c).sort("coadd_key", "targetid")
+        split = np.where(rng.random(d.height) < val_fraction, "val", "train")
+        by_class[c] = d.with_columns(split=pl.Series(split))
+    n_val = min(int((d["split"] == "val").sum()) for d in by_class.values())
+    train_counts = [int((d["split"] == "train").sum()) for d in by_class.values()]
+    n_train = min(per_class, max(train_counts) if upsample else min(train_counts))
+    parts = []
+    for i, (c, d) in enumerate(by_class.items()):
+        tr, va = d.filter(pl.col("split") == "train"), d.filter(pl.col("split") == "val")
+        parts.append(va.sample(n_val, seed=seed + i))
+        parts.append(tr.sample(n_train, with_replacement=tr.height < n_train, seed=seed + i))
+    return pl.concat(parts)
 
 
 @dg.asset(group_name="anomalies", kinds={"delta"}, deps=[preprocessed_spectra],
@@ -92,13 +112,15 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
                  lakehouse: LakehouseResource) -> dg.MaterializeResult:
     """Sample equal numbers of each redrock class from usable, ZWARN==0 spectra."""
     ids = candidates(lakehouse)
-    chosen = balanced_sample(ids, config.per_class, config.val_fraction, config.seed)
-    flux = (lakehouse.scan("preprocessed_spectra").select("coadd_key", "targetid", "flux", "ivar")
-            .join(chosen.lazy(), on=["coadd_key", "targetid"]).collect())
+    chosen = balanced_sample(ids, config.per_class, config.val_fraction, config.seed, config.upsample)
+    flux = chosen.join(lakehouse.scan("preprocessed_spectra").select("coadd_key", "targetid", "flux", "ivar")
+                       .join(chosen.lazy().select("coadd_key", "targetid").unique(), on=["coadd_key", "targetid"],
+                             how="semi").collect(), on=["coadd_key", "targetid"], how="left")
     lakehouse.overwrite("training_set", flux.select("coadd_key", "targetid", "spectype", "z", "split", "flux", "ivar"))
     counts = dict(flux.group_by("spectype").len().iter_rows())
     return dg.MaterializeResult(metadata={
         "rows": flux.height, "per_class": counts, "val_rows": int((flux["split"] == "val").sum()),
+        "unique_spectra": flux.select("coadd_key", "targetid").n_unique(),
         "candidates": ids.height, "table_version": lakehouse.version("training_set")})
 
 
@@ -119,9 +141,15 @@ def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyModelConfig,
         context.log.info(f"epoch {epoch}: train MSE {tr:.5f}, val MSE {va:.5f}")
 
     result = train_autoencoder(x[~val], x[val], cfg, progress)
+    result.model.cpu()
     models = lakehouse.artifact_dir("models")
+    xv = x[val]
+    sv = scoring.score_spectra(xv, reconstruct(result.model, xv), to_numpy_2d(ts["ivar"])[val])
+    q = 1.0 - config.calibration_fpr
     meta = {"training_set_version": ts_version, "best_epoch": result.best_epoch,
-            "val_mse": min(h[2] for h in result.history), "device": str(cfg.resolved_device())}
+            "val_mse": min(h[2] for h in result.history), "device": str(cfg.resolved_device()),
+            "noise_aware_threshold": float(np.nanquantile(sv.score_noise_aware, q)),
+            "seed_score_val_quantile": float(np.nanquantile(sv.score, q)), "calibration_fpr": config.calibration_fpr}
     tmp = models / "anomaly_model-new.pt"
     version = save_model(result.model, tmp, meta)
     path = models / f"anomaly_model-{version}.pt"
@@ -133,6 +161,7 @@ def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyModelConfig,
         "parameters": count_parameters(result.model), "train_rows": int((~val).sum()), "val_rows": int(val.sum()),
         "best_epoch": result.best_epoch, "val_mse": meta["val_mse"], "seconds": round(result.seconds, 1),
         "device": meta["device"], "training_set_version": ts_version,
+        "noise_aware_threshold": meta["noise_aware_threshold"], "seed_score_val_quantile": meta["seed_score_val_quantile"],
         "loss_curve": dg.MetadataValue.path(str(curve))})
 
 
@@ -146,6 +175,20 @@ def current_model(lakehouse: LakehouseResource) -> tuple[BigAE, str]:
     pointer = lakehouse.current_model(MODEL_NAME)
     model, meta = _load(pointer["path"])
     return model, meta["version"]
+
+
+#: Fallback noise-aware threshold for models saved without a calibrated one.
+FALLBACK_NOISE_AWARE_THRESHOLD = 15.0
+
+
+def thresholds(lakehouse: LakehouseResource, config: "ScoringConfig | None" = None) -> tuple[float, float]:
+    """(seed threshold, noise-aware threshold): config values, the latter defaulting to the model's calibration."""
+    config = config or ScoringConfig()
+    if config.noise_aware_threshold is not None:
+        return config.threshold, float(config.noise_aware_threshold)
+    pointer = lakehouse.current_model(MODEL_NAME)
+    _, meta = _load(pointer["path"])
+    return config.threshold, float(meta.get("noise_aware_threshold", FALLBACK_NOISE_AWARE_THRESHOLD))
 
 
 def score_frame(rows: pl.DataFrame, model: BigAE, version: str, threshold: float,
@@ -192,11 +235,13 @@ def anomaly_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     pre = lakehouse.read("preprocessed_spectra", keys=keys)
     meta_cols = lakehouse.read("targets", keys=keys, columns=["coadd_key", "targetid", "spectype", "z"])
     rows = pre.join(meta_cols, on=["coadd_key", "targetid"], how="left")
-    out, recon = score_frame(rows, model, version, config.threshold, config.noise_aware_threshold)
+    thr, noise_thr = thresholds(lakehouse, config)
+    out, recon = score_frame(rows, model, version, thr, noise_thr)
     lakehouse.write_partitions("anomaly_scores", out, keys)
     seconds = time.perf_counter() - t0
     meta = {
         "partitions": len(keys), "rows": out.height, "model_version": version,
+        "threshold": thr, "noise_aware_threshold": noise_thr,
         "anomalies": int(out["is_anomaly"].sum()), "anomalies_noise_aware": int(out["is_anomaly_noise_aware"].sum()),
         "categories_of_anomalies": dict(out.filter("is_anomaly").group_by("category").len().iter_rows()),
         "median_score": float(out["score"].median()) if out.height else 0.0,
@@ -243,8 +288,7 @@ def anomaly_injection(context: dg.AssetExecutionContext, config: InjectionConfig
                            config.per_kind, config.seed)
     trials = trials.with_columns(targetid=val["targetid"].gather(trials["row"]), model_version=pl.lit(version))
     lakehouse.overwrite("injection_results", trials.drop("row"))
-    reports = injection_reports(trials, ScoringConfig().threshold, ScoringConfig().noise_aware_threshold,
-                                config.max_fpr)
+    reports = injection_reports(trials, *thresholds(lakehouse), config.max_fpr)
     plots = lakehouse.artifact_dir("plots") / "anomaly_injection"
     plots.mkdir(parents=True, exist_ok=True)
     meta = {"trials": trials.height, "model_version": version}

@@ -46,6 +46,28 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
     return float(r.statistic), float(r.pvalue), n
 
 
+def within_strata_ranks(x: np.ndarray, strata: np.ndarray | None) -> np.ndarray:
+    """Percentile rank (0-1, centred on 0) of x within each stratum; NaN stays NaN.
+
+    Pooling these ranks over strata and taking a Spearman ρ gives the within-stratum rank
+    correlation: a trend that exists only because the mix of strata (program, class, S/N)
+    changes with the covariate is removed, a trend inside the strata is kept.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if strata is None:
+        return x
+    out = np.full(x.shape, np.nan)
+    st = np.asarray(strata).astype(str)
+    for key in np.unique(st):
+        m = (st == key) & np.isfinite(x)
+        n = int(m.sum())
+        if n >= 2:
+            from scipy.stats import rankdata
+
+            out[m] = rankdata(x[m]) / (n + 1) - 0.5
+    return out
+
+
 def _corr_ok(rho: float, p: float, bound: float) -> bool:
     return bool(abs(rho) < bound or p > P_SIGNIFICANT)
 
@@ -152,13 +174,16 @@ def _corr_control(name: str, score: np.ndarray, covariates: dict[str, np.ndarray
     return ControlResult(name, stat, {"rho_max": rho_max, "p_significant": P_SIGNIFICANT}, bool(ok), desc)
 
 
-def sky_position(score: np.ndarray, ra: np.ndarray, dec: np.ndarray, rho_max: float = 0.05) -> ControlResult:
-    """Spearman ρ of score vs RA, Dec and Galactic latitude b (deg, astropy)."""
+def sky_position(score: np.ndarray, ra: np.ndarray, dec: np.ndarray, rho_max: float = 0.05,
+                 strata: np.ndarray | None = None) -> ControlResult:
+    """Spearman ρ of score vs RA, Dec and Galactic latitude b (deg, astropy); within strata when given."""
     from astropy import units as u
     from astropy.coordinates import SkyCoord
 
     b = SkyCoord(ra=np.asarray(ra, float) * u.deg, dec=np.asarray(dec, float) * u.deg, frame="icrs").galactic.b.deg
-    return _corr_control("sky_position", score, {"ra": ra, "dec": dec, "gal_b": b}, rho_max, "RA, Dec and Galactic latitude")
+    cov = {k: within_strata_ranks(v, strata) for k, v in (("ra", ra), ("dec", dec), ("gal_b", b))}
+    return _corr_control("sky_position", within_strata_ranks(score, strata), cov, rho_max,
+                         "RA, Dec and Galactic latitude" + (" (within strata)" if strata is not None else ""))
 
 
 def fiber_control(

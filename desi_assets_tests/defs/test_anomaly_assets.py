@@ -1,0 +1,152 @@
+"""The anomaly layer through Dagster: asset context, materialize, model versions, idempotency, blocking check.
+
+One small mock (8 pixels at spectra_scale 0.2, ~1,000 spectra) is ingested, preprocessed, scored
+and validated once per session by :func:`anomaly_lake` (cached, shared with test_anomaly_checks).
+"""
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from desi_assets.defs.anomalies import assets as anomaly_assets
+from desi_assets.defs.anomalies.assets import (
+    MODEL_NAME,
+    ScoringConfig,
+    anomaly_injection,
+    anomaly_model,
+    anomaly_scores,
+    current_model,
+    training_set,
+)
+from desi_assets.defs.anomalies.checks import ALL_CHECKS, anomaly_summary, training_class_balance
+from desi_assets.defs.partitions import coadds_partitions
+from desi_assets.storage.lakehouse import LakehouseResource
+
+#: Small training run for tests (1 thread: 2 threads on a shared 2-core box are 5-10x slower).
+TEST_MODEL_CONFIG = {"epochs": 20, "patience": 5, "num_threads": 1}
+CHECK_NAMES = {c.check_key.name for c in ALL_CHECKS}
+
+
+@functools.lru_cache(maxsize=1)
+def anomaly_lake() -> dict:
+    """Mock survey + lakehouse with the whole anomaly layer materialized (built once per process)."""
+    from desi_assets.definitions import build_defs
+    from desi_assets.runner import register_partitions, run_partitioned
+    from desi_assets.sources.archives import LocalArchive
+    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
+
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="desi-ard-anomaly-"))
+    atexit.register(shutil.rmtree, root, True)
+    survey, lake = root / "survey", root / "lake"
+    write_mock_survey(survey, MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.2))
+    keys = [e.key for e in LocalArchive(root=str(survey)).list_entries()]
+    defs = build_defs(str(lake), str(survey))
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as inst:
+        register_partitions(inst, keys)
+        assert not run_partitioned(defs, "coadd_job", keys, inst).failed
+        res = dg.materialize([training_set, anomaly_model, training_class_balance], instance=inst,
+                             resources=defs.resources,
+                             run_config={"ops": {"anomaly_model": {"config": TEST_MODEL_CONFIG},
+                                                 "training_set": {"config": {"per_class": 400}}}})
+        checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+        assert not run_partitioned(defs, "anomaly_scores_job", keys, inst).failed
+        res = dg.materialize([anomaly_summary, anomaly_injection, *ALL_CHECKS[1:]], instance=inst,
+                             resources=defs.resources,
+                             run_config={"ops": {"anomaly_injection": {"config": {"per_kind": 100}}}})
+        checks |= {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    return {"survey": survey, "lake": str(lake), "keys": keys, "checks": checks}
+
+
+@pytest.fixture(scope="module")
+def lake() -> dict:
+    return anomaly_lake()
+
+
+def _register(instance, keys):
+    instance.add_dynamic_partitions(coadds_partitions.name, [k for k in keys if not instance.has_dynamic_partition(
+        coadds_partitions.name, k)])
+
+
+def test_materialized_layer_records_model_version_and_runs_every_check(lake):
+    lh = LakehouseResource(root=lake["lake"])
+    _, version = current_model(lh)
+    scores = lh.read("anomaly_scores")
+    pre = lh.read("preprocessed_spectra", columns=["coadd_key", "targetid"])
+    assert scores.height == pre.height > 500
+    assert scores["model_version"].null_count() == 0 and scores["model_version"].unique().to_list() == [version]
+    assert set(scores["coadd_key"].unique()) == set(lake["keys"])
+    assert set(lake["checks"]) == CHECK_NAMES  # all nine controls ran in the materialize runs
+    assert lake["checks"]["training_class_balance"]
+    pointer = lh.current_model(MODEL_NAME)
+    assert pointer["version"] == version and np.isfinite(pointer["noise_aware_threshold"])
+    inj = lh.read("injection_results")
+    assert set(inj["kind"].unique()) >= {"clean", "bal", "cosmic_ray"} and inj["model_version"].unique().to_list() == [
+        version]
+
+
+def test_anomaly_scores_with_asset_context_and_rematerialize(lake, instance):
+    lh = LakehouseResource(root=lake["lake"])
+    key = lake["keys"][0]
+    _register(instance, lake["keys"])
+    before = lh.read("anomaly_scores").height
+    resources = {"lakehouse": lh}
+    ctx = dg.build_asset_context(partition_key=key, resources=resources, instance=instance)
+    out = anomaly_scores(ctx, ScoringConfig(make_plot=False))
+    n_key = lh.read("preprocessed_spectra", keys=[key], columns=["targetid"]).height
+    assert out.metadata["rows"] == n_key > 0
+    _, version = current_model(lh)
+    assert out.metadata["model_version"] == version
+    part = lh.read("anomaly_scores", keys=[key])
+    assert part.height == n_key and (part["model_version"] == version).all()
+    # a second materialization of the same partition through Dagster keeps the row counts
+    res = dg.materialize([anomaly_scores], partition_key=key, resources=resources, instance=instance,
+                         run_config={"ops": {"anomaly_scores": {"config": {"make_plot": False}}}})
+    assert res.success
+    assert lh.read("anomaly_scores").height == before
+    assert lh.read("anomaly_scores", keys=[key])["targetid"].sort().to_list() == part["targetid"].sort().to_list()
+
+
+def _clone(src: str, dst: str, tables) -> LakehouseResource:
+    """Copy some tables (and the model pointer) of one lakehouse into another."""
+    a, b = LakehouseResource(root=src), LakehouseResource(root=dst)
+    for t in tables:
+        df = a.read(t)
+        if t in ("training_set", "injection_results"):
+            b.overwrite(t, df)
+        else:
+            b.write_partitions(t, df, df["coadd_key"].unique().to_list())
+    p = a.current_model(MODEL_NAME)
+    b.publish_model(MODEL_NAME, Path(p["path"]), p["version"], {k: v for k, v in p.items()
+                                                                 if k not in ("name", "version", "path")})
+    return b
+
+
+def biased_sample(ids: pl.DataFrame, per_class, val_fraction, seed, upsample=True) -> pl.DataFrame:
+    """A 50/30/20 GALAXY/QSO/STAR sample (what a broken sampler would produce)."""
+    n = 50
+    parts = [ids.filter(pl.col("spectype") == c).head(k) for c, k in (("GALAXY", n), ("QSO", 30), ("STAR", 20))]
+    return pl.concat(parts).with_columns(split=pl.lit("train"))
+
+
+def test_blocking_class_balance_stops_training(lake, tmp_path, instance, monkeypatch):
+    dst = str(tmp_path / "lake")
+    _clone(lake["lake"], dst, ["targets", "preprocessed_spectra"])
+    monkeypatch.setattr(anomaly_assets, "balanced_sample", biased_sample)
+    res = dg.materialize([training_set, anomaly_model, training_class_balance], instance=instance,
+                         resources={"lakehouse": LakehouseResource(root=dst)}, raise_on_error=False,
+                         run_config={"ops": {"anomaly_model": {"config": TEST_MODEL_CONFIG}}})
+    ev = res.get_asset_check_evaluations()
+    assert len(ev) == 1 and not ev[0].passed
+    assert ev[0].metadata["frac_galaxy"].value == pytest.approx(0.5)
+    materialized = {e.asset_key.to_user_string() for e in res.get_asset_materialization_events()}
+    assert materialized == {"training_set"}  # anomaly_model did not run: the blocking check failed
