@@ -150,3 +150,48 @@ def test_blocking_class_balance_stops_training(lake, tmp_path, instance, monkeyp
     assert ev[0].metadata["frac_galaxy"].value == pytest.approx(0.5)
     materialized = {e.asset_key.to_user_string() for e in res.get_asset_materialization_events()}
     assert materialized == {"training_set"}  # anomaly_model did not run: the blocking check failed
+
+
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "desi-real"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="shared/data/desi-real not present")
+def test_real_spectra_are_scored_or_excluded_with_a_reason(lake, tmp_path):
+    """loa + iron + fuji coadds scored with the small-mock model: no crash, nobody silently dropped."""
+    from desi_assets.definitions import build_defs
+    from desi_assets.runner import register_partitions, run_partitioned
+    from desi_assets.sources.archives import LocalArchive
+
+    src = LakehouseResource(root=lake["lake"]).current_model(MODEL_NAME)
+    seen = 0
+    for prod in ("loa", "iron", "fuji"):
+        if not (REAL / prod).exists():
+            continue
+        root = tmp_path / prod
+        lh = LakehouseResource(root=str(root / "lake"))
+        lh.publish_model(MODEL_NAME, Path(src["path"]), src["version"],
+                         {k: v for k, v in src.items() if k not in ("name", "version", "path")})
+        keys = [e.key for e in LocalArchive(root=str(REAL / prod)).list_entries()]
+        defs = build_defs(str(root / "lake"), str(REAL / prod))
+        (root / "dagster").mkdir(parents=True)
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as inst:
+            register_partitions(inst, keys)
+            run_partitioned(defs, "coadd_job", keys, inst)  # unreadable files go to ingest_errors
+            ok = lh.read("targets")["coadd_key"].unique().to_list() if lh.exists("targets") else []
+            if ok:
+                assert not run_partitioned(defs, "anomaly_scores_job", ok, inst).failed
+        if not ok:
+            continue
+        t = lh.read("targets", columns=["coadd_key", "targetid", "usable", "quality_reason"])
+        s = lh.read("anomaly_scores", columns=["coadd_key", "targetid", "score", "score_noise_aware",
+                                               "model_version"])
+        scored = t.join(s, on=["coadd_key", "targetid"], how="left")
+        excluded = scored.filter(pl.col("score").is_null())
+        assert (~excluded["usable"]).all() and (excluded["quality_reason"] != "OK").all(), excluded
+        assert excluded["quality_reason"].null_count() == 0
+        got = scored.filter(pl.col("score").is_not_null())
+        assert got["usable"].all()
+        assert np.isfinite(got["score"].to_numpy()).all() and np.isfinite(got["score_noise_aware"].to_numpy()).all()
+        assert (got["model_version"] == src["version"]).all()
+        seen += t.height
+    assert seen > 0

@@ -8,7 +8,7 @@ small-mock lakehouse (see test_anomaly_assets.anomaly_lake) with one table or th
   and one petal shifted (fibre KS);
 * flux scale: the scorer's normalisation step removed (the GE wrapper fed a score path that is
   not scale-invariant: BigAE cannot be made scale-variant through data, normalisation sits outside it);
-* noise: thresholds at the clean normal-score 80th percentile, so one extra noise draw flips many;
+* noise: thresholds at the clean normal-score 30th percentile, so one extra noise draw flips many;
 * B dominance: preprocessed spectra with a strong b-arm defect in 3% of rows;
 * injection: an injection_results table whose injected scores are clean-score draws (no recovery).
 """
@@ -63,7 +63,7 @@ def test_class_balance_fails_on_biased_training_set(base, tmp_path):
     assert not res.passed
     m = _meta(res)
     assert m["frac_galaxy"] == pytest.approx(0.5) and m["frac_star"] == pytest.approx(0.2)
-    assert {f["column"] for f in m["gx_failures"]} == {"frac_galaxy", "frac_star"}
+    assert {f["column"] for f in m["gx_failures"]} == {"frac_galaxy", "frac_qso", "frac_star"}  # 0.3 < 1/3 - 0.02
 
 
 def _biased_scores(base, tmp_path, fn) -> LakehouseResource:
@@ -111,8 +111,8 @@ def test_flux_scale_fails_for_a_score_path_without_normalisation(base):
 
 def test_noise_level_fails_when_threshold_lets_noise_flip_normal_spectra(base):
     s = base.read("anomaly_scores").filter(~pl.col("is_anomaly") & ~pl.col("is_anomaly_noise_aware"))
-    low = float(s["score_noise_aware"].quantile(0.8))
-    res = checks.noise_level_control(base, threshold=float(s["score"].quantile(0.8)), noise_threshold=low)
+    low = float(s["score_noise_aware"].quantile(0.3))
+    res = checks.noise_level_control(base, threshold=float(s["score"].quantile(0.3)), noise_threshold=low)
     assert not res.passed
     assert _meta(res)["increase_score_noise_aware"] >= 0.01 and _meta(res)["gx_failures"]
 
@@ -125,7 +125,7 @@ def test_b_dominance_fails_when_top_scores_are_b_dominant(base, tmp_path):
     hit = rng.random(len(flux)) < 0.03
     b = arm_bin_slices()["b"]
     flux[np.ix_(hit, np.arange(b.start, b.start + 40))] += 30.0  # a b-arm defect far above the noise
-    pre = pre.with_columns(flux=to_list_array(flux))
+    pre = pre.with_columns(pl.Series("flux", to_list_array(flux)))
     lh.write_partitions("preprocessed_spectra", pre, pre["coadd_key"].unique().to_list())
     res = checks.b_band_dominance(lakehouse=lh)
     m = _meta(res)
@@ -140,7 +140,8 @@ def test_injection_recovery_fails_without_recovery_and_passes_with_it(base, tmp_
     rng = np.random.default_rng(0)
     injected = inj.filter(pl.col("kind") != "clean")
     pick = rng.integers(0, clean.height, injected.height)
-    none = injected.with_columns(score=clean["score"].gather(pick), score_noise_aware=clean["score_noise_aware"].gather(pick))
+    none = injected.with_columns(score=clean["score"].gather(pick),
+                                 score_noise_aware=clean["score_noise_aware"].gather(pick))
     lh.overwrite("injection_results", pl.concat([clean, none]))
     res = checks.injection_recovery(lakehouse=lh)
     assert not res.passed and _meta(res)["best"] < 0.1 and _meta(res)["gx_failures"]
@@ -148,3 +149,48 @@ def test_injection_recovery_fails_without_recovery_and_passes_with_it(base, tmp_
     far = injected.with_columns(score=pl.col("score") + 1e6, score_noise_aware=pl.col("score_noise_aware") + 1e6)
     lh.overwrite("injection_results", pl.concat([clean, far]))
     assert checks.injection_recovery(lakehouse=lh).passed
+
+
+@pytest.mark.slow
+def test_controls_pass_on_the_demo_survey(tmp_path):
+    """Demo-size mock (12 pixels, scale 1.0, seed 42), default configs, through the jobs: 8 controls pass.
+
+    injection_recovery is evaluated too but not asserted: it FAILS on the demo (overall recovery
+    at FPR <= 1% ~0.14 for the better score; see bench/anomaly_injection.py and the report).
+    """
+    import time
+
+    import dagster as dg
+    import torch
+
+    from desi_assets.definitions import build_defs
+    from desi_assets.defs.anomalies.assets import anomaly_injection, anomaly_model, training_set
+    from desi_assets.runner import register_partitions, run_partitioned
+    from desi_assets.sources.archives import LocalArchive
+    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
+
+    torch.set_num_threads(1)
+    survey, lake = tmp_path / "survey", tmp_path / "lake"
+    write_mock_survey(survey, MockSurveyConfig(n_pixels=12, seed=42, spectra_scale=1.0))
+    keys = [e.key for e in LocalArchive(root=str(survey)).list_entries()]
+    defs = build_defs(str(lake), str(survey))
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+        register_partitions(inst, keys)
+        assert not run_partitioned(defs, "coadd_job", keys, inst).failed
+        t0 = time.perf_counter()
+        res = dg.materialize([training_set, anomaly_model, checks.training_class_balance], instance=inst,
+                             resources=defs.resources)
+        train_s = time.perf_counter() - t0
+        got = {e.check_name: e for e in res.get_asset_check_evaluations()}
+        assert not run_partitioned(defs, "anomaly_scores_job", keys, inst).failed
+        res = dg.materialize([checks.anomaly_summary, anomaly_injection, *checks.ALL_CHECKS[1:]], instance=inst,
+                             resources=defs.resources)
+        got |= {e.check_name: e for e in res.get_asset_check_evaluations()}
+    print(f"training_set + anomaly_model: {train_s:.0f} s")
+    for name, e in got.items():
+        print(name, e.passed, {k: getattr(v, "value", v) for k, v in e.metadata.items()
+                               if k not in ("rule", "gx_failures")})
+    assert train_s < 300
+    failed = {n for n, e in got.items() if not e.passed}
+    assert failed <= {"injection_recovery"}, failed

@@ -44,12 +44,10 @@ STACK_NOTES_WINDOW = "1400,900"
 # "4 partitions"), which is what the DOM check and the kept screenshot need.
 GRAPH_WINDOW = "2400,1000"
 # The global lineage page collapses groups when there are several; `expanded` (a query parameter the
-# UI persists) opens them. Group ids are "global@global:{group}" by default, or
-# "{repository}@{location}:{group}" with the per-code-location flag on: pass both.
+# UI also keeps in local storage) opens them. With the default feature flags (a fresh Chromium
+# profile) a group's id is "global@global:{group}".
 GROUPS = ["ingest", "preprocess", "anomalies"]
-GRAPH_PATH = "/asset-groups?expanded=" + urllib.parse.quote(",".join(
-    [f"global@global:{g}" for g in GROUPS] + [f"__repository__@desi_assets.definitions:{g}" for g in GROUPS]),
-    safe="")
+GRAPH_PATH = "/asset-groups?expanded=" + urllib.parse.quote(",".join(f"global@global:{g}" for g in GROUPS), safe="")
 
 
 def _free_port() -> int:

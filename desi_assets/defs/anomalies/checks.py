@@ -45,6 +45,9 @@ def anomaly_summary(context: dg.AssetExecutionContext, lakehouse: LakehouseResou
 #: Columns that define the strata of the correlation controls: the target mix (program, class)
 #: changes across the sky, with date and with redshift; a detector bias must show inside a stratum.
 STRATA = ("program", "spectype")
+#: S/N quantile bins inside each program × SPECTYPE stratum: the controls ask for a trend at fixed depth
+#: (the scores depend on S/N by construction; depth varies with tile, date and position).
+SNR_BINS = 5
 
 
 def scored_with_targets(lakehouse: LakehouseResource, normal_only: bool = True) -> pl.DataFrame:
@@ -129,7 +132,7 @@ def wavelength_control(lakehouse: LakehouseResource, rho_max: float = 0.1,
                        max_ratio: float = 1.5) -> dg.AssetCheckResult:
     """Within-stratum trend of the normal-spectrum score (both scores) with redshift."""
     d = scored_with_targets(lakehouse).drop_nulls("z")
-    strata = strata_of(d, snr_bins=5)
+    strata = strata_of(d, snr_bins=SNR_BINS)
     zr = bias.within_strata_ranks(d["z"].to_numpy(), strata)
     stats, parts, ok = {}, {}, True
     for col in ("score", "score_noise_aware"):
@@ -156,7 +159,8 @@ def wavelength_control(lakehouse: LakehouseResource, rho_max: float = 0.1,
 
 @dg.asset_check(asset="anomaly_summary",
                 description="Wavelength invariance: normal-spectrum score (seed and noise-aware) vs redshift within "
-                            "program × SPECTYPE × S/N-quintile strata: significant (p ≤ 0.01) |Spearman ρ| < 0.1 and "
+                            "program × SPECTYPE × S/N-quintile strata: significant (p ≤ 0.01) |Spearman ρ| < 0.1 "
+                            "and "
                             "median score percentile of the top-z quintile within ×1.5 of the bottom-z quintile.")
 def wavelength_invariance(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     """Score trend with redshift among normal spectra."""
@@ -234,7 +238,7 @@ def noise_level(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
 
 def _stratified_corr(lakehouse, name: str, rho_max: float, fn) -> dg.AssetCheckResult:
     d = scored_with_targets(lakehouse)
-    strata = strata_of(d)
+    strata = strata_of(d, snr_bins=SNR_BINS)
     stats, parts = {}, {}
     for col in ("score", "score_noise_aware"):
         res = fn(d, bias.within_strata_ranks(d[col].to_numpy(), strata), strata)
@@ -243,7 +247,8 @@ def _stratified_corr(lakehouse, name: str, rho_max: float, fn) -> dg.AssetCheckR
     merged = bias.ControlResult(
         name, {f"{k}_{c}": v for c, r in parts.items() for k, v in r.statistic.items()},
         parts["score"].threshold, all(r.passed for r in parts.values()),
-        parts["score"].description + " Normal spectra, both scores, ranks within program × SPECTYPE strata.")
+        parts["score"].description
+        + " Normal spectra, both scores, ranks within program × SPECTYPE × S/N-quintile strata.")
     exps = [Between(k, 0.0, rho_max) for k in stats if k.startswith("sig_abs_rho")]
     if "ks_min_p_bonferroni" in parts["score"].statistic:
         for col in parts:
@@ -261,7 +266,9 @@ def sky_control(lakehouse: LakehouseResource, rho_max: float = 0.05) -> dg.Asset
 
 @dg.asset_check(asset="anomaly_summary",
                 description="Sky position: significant (p ≤ 0.01) |Spearman ρ| of the normal-spectrum score (seed "
-                            "and noise-aware) vs RA, Dec and Galactic latitude < 0.05, ranks within program × SPECTYPE.")
+                            "and noise-aware) vs RA, Dec and Galactic latitude < 0.05, ranks within program × "
+                            "SPECTYPE × "
+                            "S/N-quintile strata.")
 def sky_position(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     """Score vs position on the sky."""
     return sky_control(lakehouse)
@@ -278,7 +285,8 @@ def fiber_control(lakehouse: LakehouseResource, rho_max: float = 0.05) -> dg.Ass
 
 @dg.asset_check(asset="anomaly_summary",
                 description="Fiber number: significant |Spearman ρ| of the normal-spectrum score (both scores, ranks "
-                            "within program × SPECTYPE) vs FIBER < 0.05, and per-petal two-sample KS (petal vs rest) "
+                            "within program × SPECTYPE × S/N quintile) vs FIBER < 0.05, and per-petal two-sample KS "
+                            "(petal vs rest) "
                             "min p × n_petals > 0.01.")
 def fiber_number(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     """Score vs fibre and petal."""
@@ -295,7 +303,7 @@ def date_control(lakehouse: LakehouseResource, rho_max: float = 0.05) -> dg.Asse
 
 @dg.asset_check(asset="anomaly_summary",
                 description="Observation date: significant (p ≤ 0.01) |Spearman ρ| of the normal-spectrum score "
-                            "(both scores, ranks within program × SPECTYPE) vs mean MJD < 0.05.")
+                            "(both scores, ranks within program × SPECTYPE × S/N quintile) vs mean MJD < 0.05.")
 def observation_date(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     """Score vs mean exposure MJD."""
     return date_control(lakehouse)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -137,7 +138,9 @@ def reconstruct(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.n
         device = next(model.parameters()).device
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty_like(x)
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # x may be a read-only view of Arrow memory: torch only reads it here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             for i in range(0, x.shape[0], batch_size):
                 xb = torch.from_numpy(x[i : i + batch_size]).to(device)
                 out[i : i + batch_size] = model(xb).cpu().numpy()
