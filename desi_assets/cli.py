@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+
+#: Concurrent runs for partitioned stages: one per core, at most 2 (memory of a 500-spectrum batch ~1 GB).
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 #: coadd_key recorded in ingest_errors for files that never got a partition key.
 UNKEYED = "unkeyed"
@@ -29,7 +33,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, bool]] | None = None) -> int:
+def _run_pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, bool]] | None = None,
+                  workers: int = 1) -> int:
     from dagster import DagsterInstance
 
     from desi_assets.runner import ensure_dagster_home, register_partitions, run_partitioned, run_unpartitioned
@@ -61,7 +66,8 @@ def _run_pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[s
         for job_name, partitioned in stages or PIPELINE_STAGES:
             _say(f"{job_name}:")
             if partitioned:
-                results.append(run_partitioned(defs, job_name, keys, instance, batch, progress=_say))
+                results.append(run_partitioned(defs, job_name, keys, instance, batch, progress=_say, workers=workers,
+                                               defs_args=(lakehouse, archive)))
             else:
                 results.append(run_unpartitioned(defs, job_name, instance, progress=_say))
     _say("\nsummary")
@@ -77,7 +83,7 @@ def _run_pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[s
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest and preprocess every coadd under a local DESI tree or URL."""
-    return _run_pipeline(args.lakehouse, args.archive, args.batch, [("coadd_job", True)])
+    return _run_pipeline(args.lakehouse, args.archive, args.batch, [("coadd_job", True)], args.workers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not any(root.rglob("coadd-*.fits")):
         _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")
         write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say)
-    return _run_pipeline(args.lakehouse, str(root), args.batch)
+    return _run_pipeline(args.lakehouse, str(root), args.batch, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--archive", required=True, help="local DESI tree or http(s) URL")
     i.add_argument("--lakehouse", default="lakehouse")
     i.add_argument("--batch", type=int, default=25, help="partitions per run")
+    i.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent runs (processes)")
     i.set_defaults(fn=cmd_ingest)
 
     d = sub.add_parser("demo", help="mock survey + every asset, in process")
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--pixels", type=int, default=12)
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--batch", type=int, default=25)
+    d.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent runs (processes)")
     d.set_defaults(fn=cmd_demo)
 
     args = p.parse_args(argv)

@@ -52,37 +52,72 @@ def register_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> li
     return new
 
 
+def _execute_chunk(defs: dg.Definitions, job_name: str, chunk: list[str], instance: dg.DagsterInstance
+                   ) -> tuple[bool, int]:
+    """One run over a contiguous partition range; returns (success, rows written per asset summed)."""
+    tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    rows, seen = 0, set()  # a ranged run emits one event per partition, all with the run's metadata
+    for ev in result.get_asset_materialization_events():
+        value = ev.materialization.metadata.get("rows")
+        if value is not None and ev.asset_key not in seen:
+            seen.add(ev.asset_key)
+            rows += int(value.value)
+    return result.success, rows
+
+
+def _worker_chunk(defs_args: tuple[str, str], job_name: str, chunk: list[str]) -> tuple[bool, int]:
+    """Run one chunk in a worker process (rebuilds the Definitions; instance from DAGSTER_HOME)."""
+    from desi_assets.definitions import build_defs
+
+    with dg.DagsterInstance.get() as instance:
+        return _execute_chunk(build_defs(*defs_args), job_name, chunk, instance)
+
+
 def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], instance: dg.DagsterInstance,
-                    batch: int = 25, progress: Callable[[str], None] | None = None) -> StageResult:
-    """Execute a partitioned job over keys in contiguous batches (one run per batch, partition ranges)."""
-    job = defs.resolve_job_def(job_name)
+                    batch: int = 25, progress: Callable[[str], None] | None = None, workers: int = 1,
+                    defs_args: tuple[str, str] | None = None) -> StageResult:
+    """Execute a partitioned job over keys in contiguous batches (one run per batch, partition ranges).
+
+    With workers > 1 (and defs_args = (lakehouse root, archive) to rebuild the Definitions), batches run
+    concurrently in worker processes, like a run queue with that many concurrent runs.
+    """
     order = instance.get_dynamic_partitions(coadds_partitions.name)
     pos = {k: i for i, k in enumerate(order)}
     keys = sorted(keys, key=lambda k: pos[k])
     res = StageResult(job_name)
     t0 = time.perf_counter()
     chunks: list[list[str]] = []
+    parallel = workers > 1 and defs_args is not None and len(keys) > 1
+    size = min(batch, -(-len(keys) // workers)) if parallel else batch
     for k in keys:  # a range must be contiguous in partition order
-        if chunks and len(chunks[-1]) < batch and pos[k] == pos[chunks[-1][-1]] + 1:
+        if chunks and len(chunks[-1]) < size and pos[k] == pos[chunks[-1][-1]] + 1:
             chunks[-1].append(k)
         else:
             chunks.append([k])
-    for i, chunk in enumerate(chunks):
-        tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+    def _done(i: int, chunk: list[str], ok: bool, rows: int) -> None:
         res.runs += 1
         res.partitions += len(chunk)
-        if not result.success:
+        res.rows += rows
+        if not ok:
             res.failed.extend(chunk)
-        seen = set()  # a ranged run emits one event per partition, all with the run's metadata
-        for ev in result.get_asset_materialization_events():
-            rows = ev.materialization.metadata.get("rows")
-            if rows is not None and ev.asset_key not in seen:
-                seen.add(ev.asset_key)
-                res.rows += int(rows.value)
         if progress:
-            state = "ok" if result.success else "FAILED"
-            progress(f"  {job_name} [{i + 1}/{len(chunks)}] {chunk[0]}..{chunk[-1]} ({len(chunk)} files) {state}")
+            progress(f"  {job_name} [{res.runs}/{len(chunks)}] {chunk[0]}..{chunk[-1]} ({len(chunk)} files) "
+                     f"{'ok' if ok else 'FAILED'}")
+
+    if parallel:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_worker_chunk, defs_args, job_name, c): (i, c) for i, c in enumerate(chunks)}
+            for fut in as_completed(futures):
+                i, chunk = futures[fut]
+                _done(i, chunk, *fut.result())
+    else:
+        for i, chunk in enumerate(chunks):
+            _done(i, chunk, *_execute_chunk(defs, job_name, chunk, instance))
     res.seconds = time.perf_counter() - t0
     return res
 

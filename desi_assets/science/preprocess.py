@@ -50,8 +50,22 @@ def bin_arm(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None
     return fb, ivb, 1.0 - ngood / BIN_FACTOR
 
 
+#: Rows binned at a time: keeps float64 temporaries to ~tens of MB (large ones thrash the page cache).
+CHUNK_ROWS = 1024
+
+
 def preprocess(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Preprocessed:
-    """Run the seed pipeline on b/r/z (flux, ivar, mask) arrays of shape (N, npix_arm)."""
+    """Run the seed pipeline on b/r/z (flux, ivar, mask) arrays of shape (N, npix_arm), in row chunks."""
+    n = arms["b"][0].shape[0]
+    if n > CHUNK_ROWS:
+        parts = [_preprocess({k: tuple(None if a is None else a[i:i + CHUNK_ROWS] for a in v) for k, v in arms.items()})
+                 for i in range(0, n, CHUNK_ROWS)]
+        return Preprocessed(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                              ("flux", "ivar", "masked_frac", "norm")))
+    return _preprocess(arms)
+
+
+def _preprocess(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Preprocessed:
     fluxes, ivars, fracs = [], [], []
     for name, arm in ARMS.items():
         flux, ivar, mask = arms[name]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import ColumnProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from desi_assets.storage.tables import TableSpec
@@ -40,6 +40,14 @@ def conform(df: pl.DataFrame | pa.Table, spec: TableSpec) -> pa.Table:
             col = pa.nulls(table.num_rows, field.type)
         cols.append(col)
     return pa.Table.from_arrays(cols, schema=spec.schema)
+
+
+def writer_properties(spec: TableSpec) -> WriterProperties | None:
+    """Parquet settings of a table: bulk tables are uncompressed, without stats on list columns."""
+    if not spec.bulk:
+        return None
+    plain = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
+    return WriterProperties(compression="UNCOMPRESSED", column_properties={c: plain for c in spec.list_columns()})
 
 
 def key_predicate(keys: Sequence[str]) -> str:
@@ -79,7 +87,7 @@ def write_partitions(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table, k
     predicate = key_predicate(keys)
 
     def _write():
-        write_deltalake(uri, table, mode="overwrite", predicate=predicate,
+        write_deltalake(uri, table, mode="overwrite", predicate=predicate, writer_properties=writer_properties(spec),
                         partition_by=list(spec.partition_by) or None, storage_options=storage_options)
 
     try:

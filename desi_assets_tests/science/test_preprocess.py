@@ -61,3 +61,16 @@ def test_bin_lsf_means_per_bin():
     lsf = {k: np.full(a.npix, 1.5 if k == "z" else 1.0, np.float32) for k, a in ARMS.items()}
     out = bin_lsf(lsf)
     assert out.shape == (496,) and out[0] == 1.0 and out[-1] == 1.5
+
+
+def test_chunked_preprocessing_equals_one_batch(monkeypatch):
+    from desi_assets.science import preprocess as pp
+
+    rng = np.random.default_rng(0)
+    arms = {k: (rng.normal(1, 1, (70, a.npix)).astype(np.float32), rng.uniform(0, 2, (70, a.npix)).astype(np.float32),
+                np.zeros((70, a.npix), np.int32)) for k, a in ARMS.items()}
+    whole = pp.preprocess(arms)
+    monkeypatch.setattr(pp, "CHUNK_ROWS", 16)
+    chunked = pp.preprocess(arms)
+    for f in ("flux", "ivar", "masked_frac", "norm"):
+        assert np.array_equal(getattr(whole, f), getattr(chunked, f))

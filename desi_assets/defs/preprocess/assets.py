@@ -59,9 +59,14 @@ def preprocessed_spectra(context: dg.AssetExecutionContext, config: PreprocessCo
     """Preprocess this run's partitions from the `spectra` table into `preprocessed_spectra`."""
     t0 = time.perf_counter()
     keys = list(context.partition_keys)
-    spectra = lakehouse.read("spectra", keys=keys)
     usable = lakehouse.read("targets", keys=keys, columns=["coadd_key", "targetid", "usable"])
-    out, excluded = preprocess_partition(spectra, usable)
+    columns = KEY_COLS + [f"{w}_{a}" for a in ARMS for w in ("flux", "ivar", "mask")]
+    outs, excluded = [], 0
+    for key in keys:  # one file's arrays in memory at a time
+        part, n_excluded = preprocess_partition(lakehouse.read("spectra", keys=[key], columns=columns), usable)
+        outs.append(part)
+        excluded += n_excluded
+    out = pl.concat(outs) if outs else pl.DataFrame()
     lakehouse.write_partitions("preprocessed_spectra", out, keys)
     seconds = time.perf_counter() - t0
     meta = {
