@@ -104,7 +104,7 @@ def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], in
         else:
             chunks.append([k])
 
-    def _done(i: int, chunk: list[str], ok: bool, rows: int) -> None:
+    def _done(chunk: list[str], ok: bool, rows: int) -> None:
         res.runs += 1
         res.partitions += len(chunk)
         res.rows += rows
@@ -119,13 +119,12 @@ def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], in
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_worker_chunk, defs_args, job_name, c): (i, c) for i, c in enumerate(chunks)}
+            futures = {pool.submit(_worker_chunk, defs_args, job_name, c): c for c in chunks}
             for fut in as_completed(futures):
-                i, chunk = futures[fut]
-                _done(i, chunk, *fut.result())
+                _done(futures[fut], *fut.result())
     else:
-        for i, chunk in enumerate(chunks):
-            _done(i, chunk, *_execute_chunk(defs, job_name, chunk, instance))
+        for chunk in chunks:
+            _done(chunk, *_execute_chunk(defs, job_name, chunk, instance))
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -35,36 +35,56 @@ TEST_MODEL_CONFIG = {"epochs": 20, "patience": 5, "num_threads": 1}
 CHECK_NAMES = {c.check_key.name for c in ALL_CHECKS}
 
 
-@functools.lru_cache(maxsize=1)
-def anomaly_lake() -> dict:
-    """Mock survey + lakehouse with the whole anomaly layer materialized (built once per process)."""
+def materialize_anomaly_layer(root: Path, survey_config, model_config: dict | None = None,
+                              training_config: dict | None = None, injection_config: dict | None = None) -> dict:
+    """Write a mock under root, then run ingest, training, scoring and validation with all 9 checks.
+
+    Returns survey/lake paths, partition keys, every check evaluation and the training wall time (s).
+    """
+    import time
+
     from desi_assets.definitions import build_defs
     from desi_assets.runner import register_partitions, run_partitioned
-    from desi_assets.sources.archives import LocalArchive
-    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
+    from desi_assets.sources.mock import write_mock_survey
+    from desi_assets_tests.conftest import survey_keys
 
     torch.set_num_threads(1)
-    root = Path(tempfile.mkdtemp(prefix="desi-ard-anomaly-"))
-    atexit.register(shutil.rmtree, root, True)
     survey, lake = root / "survey", root / "lake"
-    write_mock_survey(survey, MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.2))
-    keys = [e.key for e in LocalArchive(root=str(survey)).list_entries()]
+    write_mock_survey(survey, survey_config)
+    keys = survey_keys(survey)
     defs = build_defs(str(lake), str(survey))
+    ops = {name: {"config": cfg} for name, cfg in (("anomaly_model", model_config), ("training_set", training_config),
+                                                  ("anomaly_injection", injection_config)) if cfg}
     (root / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "dagster")) as inst:
         register_partitions(inst, keys)
         assert not run_partitioned(defs, "coadd_job", keys, inst).failed
+        t0 = time.perf_counter()
         res = dg.materialize([training_set, anomaly_model, training_class_balance], instance=inst,
                              resources=defs.resources,
-                             run_config={"ops": {"anomaly_model": {"config": TEST_MODEL_CONFIG},
-                                                 "training_set": {"config": {"per_class": 400}}}})
-        checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+                             run_config={"ops": {k: v for k, v in ops.items() if k != "anomaly_injection"}})
+        train_s = time.perf_counter() - t0
+        evaluations = {e.check_name: e for e in res.get_asset_check_evaluations()}
         assert not run_partitioned(defs, "anomaly_scores_job", keys, inst).failed
         res = dg.materialize([anomaly_summary, anomaly_injection, *ALL_CHECKS[1:]], instance=inst,
                              resources=defs.resources,
-                             run_config={"ops": {"anomaly_injection": {"config": {"per_kind": 100}}}})
-        checks |= {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
-    return {"survey": survey, "lake": str(lake), "keys": keys, "checks": checks}
+                             run_config={"ops": {k: v for k, v in ops.items() if k == "anomaly_injection"}})
+        evaluations |= {e.check_name: e for e in res.get_asset_check_evaluations()}
+    return {"survey": survey, "lake": str(lake), "keys": keys, "evaluations": evaluations, "train_seconds": train_s}
+
+
+@functools.lru_cache(maxsize=1)
+def anomaly_lake() -> dict:
+    """Mock survey + lakehouse with the whole anomaly layer materialized (built once per process)."""
+    from desi_assets.sources.mock import MockSurveyConfig
+
+    root = Path(tempfile.mkdtemp(prefix="desi-ard-anomaly-"))
+    atexit.register(shutil.rmtree, root, True)
+    built = materialize_anomaly_layer(root, MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.2),
+                                      model_config=TEST_MODEL_CONFIG, training_config={"per_class": 400},
+                                      injection_config={"per_kind": 100})
+    built["checks"] = {name: e.passed for name, e in built.pop("evaluations").items()}
+    return built
 
 
 @pytest.fixture(scope="module")

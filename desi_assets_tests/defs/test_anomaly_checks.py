@@ -158,35 +158,11 @@ def test_controls_pass_on_the_demo_survey(tmp_path):
     injection_recovery is evaluated too but not asserted: it FAILS on the demo (overall recovery
     at FPR <= 1% ~0.14 for the better score; see bench/anomaly_injection.py and the report).
     """
-    import time
+    from desi_assets.sources.mock import MockSurveyConfig
+    from desi_assets_tests.defs.test_anomaly_assets import materialize_anomaly_layer
 
-    import dagster as dg
-    import torch
-
-    from desi_assets.definitions import build_defs
-    from desi_assets.defs.anomalies.assets import anomaly_injection, anomaly_model, training_set
-    from desi_assets.runner import register_partitions, run_partitioned
-    from desi_assets.sources.archives import LocalArchive
-    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
-
-    torch.set_num_threads(1)
-    survey, lake = tmp_path / "survey", tmp_path / "lake"
-    write_mock_survey(survey, MockSurveyConfig(n_pixels=12, seed=42, spectra_scale=1.0))
-    keys = [e.key for e in LocalArchive(root=str(survey)).list_entries()]
-    defs = build_defs(str(lake), str(survey))
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
-        register_partitions(inst, keys)
-        assert not run_partitioned(defs, "coadd_job", keys, inst).failed
-        t0 = time.perf_counter()
-        res = dg.materialize([training_set, anomaly_model, checks.training_class_balance], instance=inst,
-                             resources=defs.resources)
-        train_s = time.perf_counter() - t0
-        got = {e.check_name: e for e in res.get_asset_check_evaluations()}
-        assert not run_partitioned(defs, "anomaly_scores_job", keys, inst).failed
-        res = dg.materialize([checks.anomaly_summary, anomaly_injection, *checks.ALL_CHECKS[1:]], instance=inst,
-                             resources=defs.resources)
-        got |= {e.check_name: e for e in res.get_asset_check_evaluations()}
+    built = materialize_anomaly_layer(tmp_path, MockSurveyConfig(n_pixels=12, seed=42, spectra_scale=1.0))
+    got, train_s = built["evaluations"], built["train_seconds"]
     print(f"training_set + anomaly_model: {train_s:.0f} s")
     for name, e in got.items():
         print(name, e.passed, {k: getattr(v, "value", v) for k, v in e.metadata.items()
