@@ -5,9 +5,9 @@
 
 Writes (once) or reuses a mock survey under bench/out/mock{N}/ (ignored by git) and measures
   1. raw:      FLUX+IVAR+MASK of all arms with astropy memmap -> native numpy (no reader logic);
-  2. inproc:   read_coadd -> targets_frame/spectra_frame -> Delta writes, then per batch of 25
-               files: read back -> preprocess_partition -> Delta write (what the assets do, no Dagster,
-               no plots), into a temp lakehouse;
+  2. inproc:   what the coadd_ingest multi-asset does, without Dagster or plots: per file
+               read_coadd -> targets/spectra frames -> preprocess from memory, Delta commits of
+               ~2,048 spectra per table, into a temp lakehouse;
   3. dagster:  a fresh lakehouse + instance, register_partitions + run_partitioned(defs, "coadd_job",
                keys, instance, batch=25): the backfill path, BackfillPolicy.multi_run(25) ranges.
 Each stage runs --repeat times; the table shows the median (and every run). Figures only; no asserts.
@@ -106,9 +106,9 @@ def bench_raw(paths: list[tuple[Path, Path | None]]) -> tuple[float, dict]:
 
 
 def bench_inproc(keys: list[str], paths: list[tuple[Path, Path | None]], lake: Path) -> tuple[float, dict]:
-    """What raw_spectra + preprocessed_spectra do per batch of 25 files, without Dagster and plots."""
-    from desi_assets.defs.ingest.assets import spectra_frame, targets_frame
-    from desi_assets.defs.preprocess.assets import preprocess_partition
+    """What coadd_ingest does per file (read once, preprocess from memory, buffered commits), without Dagster or plots."""
+    from desi_assets.defs.ingest.assets import _arm_arrays, _WriteBuffer, spectra_frame, targets_frame
+    from desi_assets.defs.preprocess.assets import KEY_COLS, preprocessed_rows
     from desi_assets.sources.reader import read_coadd
     from desi_assets.storage.lakehouse import LakehouseResource
 
@@ -123,25 +123,26 @@ def bench_inproc(keys: list[str], paths: list[tuple[Path, Path | None]], lake: P
 
     t0 = time.perf_counter()
     for b in range(0, len(keys), BATCH):
-        batch = keys[b:b + BATCH]
-        for key, (coadd_path, rr_path) in zip(batch, paths[b:b + BATCH]):
+        buffer = _WriteBuffer(lh, 2048)
+        flush = buffer.flush
+
+        def timed_flush():
+            t = time.perf_counter()
+            flush()
+            lap("Delta writes (3 tables)", t)
+
+        buffer.flush = timed_flush
+        for key, (coadd_path, rr_path) in zip(keys[b:b + BATCH], paths[b:b + BATCH]):
             t = time.perf_counter()
             coadd = read_coadd(coadd_path, rr_path, lsf_rows=16)
             t = lap("read_coadd", t)
             tf, sf = targets_frame(coadd), spectra_frame(coadd)
             t = lap("targets/spectra frames", t)
-            lh.write_partitions("targets", tf, [key])
-            lh.write_partitions("spectra", sf, [key])
-            lap("Delta write targets+spectra", t)
+            pre, _ = preprocessed_rows(tf.select(KEY_COLS), _arm_arrays(coadd), tf["usable"].to_numpy())
+            lap("preprocess (from memory)", t)
+            buffer.add(key, coadd.nspec, targets=tf, spectra=sf, preprocessed_spectra=pre)
             n += coadd.nspec
-        t = time.perf_counter()
-        spectra = lh.read("spectra", keys=batch)
-        usable = lh.read("targets", keys=batch, columns=["coadd_key", "targetid", "usable"])
-        t = lap("preprocess: Delta read", t)
-        out, _ = preprocess_partition(spectra, usable)
-        t = lap("preprocess: compute + list columns", t)
-        lh.write_partitions("preprocessed_spectra", out, batch)
-        lap("preprocess: Delta write", t)
+        buffer.flush()
     return time.perf_counter() - t0, {"spectra": n, "parts": dict(parts)}
 
 

@@ -206,16 +206,20 @@ class _Fits:
             cache[i] = self._compute_data_end(i)
         return cache[i]
 
-    def _compute_data_end(self, i: int) -> int:
-        hdu = self.hdul[i]
-        hdr = hdu.header
+    def _data_nbytes(self, i: int) -> int:
+        """Unpadded size in bytes of HDU i's data (header arithmetic only)."""
+        hdr = self.hdul[i].header
         naxis = int(hdr.get("NAXIS", 0))
         n = 0
         if naxis > 0:
             n = 1
             for k in range(1, naxis + 1):
                 n *= int(hdr.get(f"NAXIS{k}", 0))
-        nbytes = abs(int(hdr.get("BITPIX", 8))) // 8 * int(hdr.get("GCOUNT", 1)) * (n + int(hdr.get("PCOUNT", 0)))
+        return abs(int(hdr.get("BITPIX", 8))) // 8 * int(hdr.get("GCOUNT", 1)) * (n + int(hdr.get("PCOUNT", 0)))
+
+    def _compute_data_end(self, i: int) -> int:
+        hdu = self.hdul[i]
+        nbytes = self._data_nbytes(i)
         loc = getattr(hdu, "_data_offset", None)  # astropy private attr; fileinfo() is O(#HDUs) per call
         if not isinstance(loc, int):
             loc = int(self.hdul.fileinfo(i)["datLoc"])
@@ -223,6 +227,39 @@ class _Fits:
 
     def has(self, name: str) -> bool:
         return name.upper() in self.index
+
+    def prefetch(self, names, rows: dict[str, np.ndarray] | None = None) -> None:
+        """Ask the kernel to start reading these HDUs' data (or only `rows` of a 3-D HDU) now.
+
+        ``posix_fadvise(WILLNEED)`` lets the page cache fill all ranges concurrently while we
+        parse headers and tables; on a cold file this is ~10x faster than faulting in scattered
+        RESOLUTION rows one by one. A no-op for gzip files and where fadvise does not exist.
+        """
+        if self.gz or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            for name in names:
+                if name.upper() not in self.index:
+                    continue
+                i = self.index[name.upper()]
+                start = self._data_end(i) - self._data_nbytes(i)
+                want = (rows or {}).get(name)
+                hdr = self.hdul[i].header
+                if want is not None and int(hdr.get("NAXIS", 0)) >= 2:
+                    nrow = int(hdr.get(f"NAXIS{int(hdr['NAXIS'])}", 0))
+                    row_bytes = self._data_nbytes(i) // max(nrow, 1)
+                    for r in np.unique(want):
+                        os.posix_fadvise(fd, start + int(r) * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+                else:
+                    os.posix_fadvise(fd, start, self._data_nbytes(i), os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def hdu(self, name: str):
         return self.hdul[self.index[name.upper()]]
@@ -351,6 +388,9 @@ def _read(f: _Fits, path: Path, redrock_path, lsf_rows: int, require_all_arms: b
     missing_arms = [a for a in ARM_NAMES if a not in arms_present]
     for a in missing_arms:
         missing.append(f"{a.upper()}_ARM")
+
+    f.prefetch(["FIBERMAP", "EXP_FIBERMAP", "SCORES"]
+               + [f"{a.upper()}_{x}" for a in arms_present for x in ("WAVELENGTH", "FLUX", "IVAR", "MASK")])
 
     # ---- identity: kind, key, survey, program, healpix
     phdr = f.header("PRIMARY")
@@ -657,6 +697,7 @@ def _sample_lsf(f: _Fits, spath: str, A: str, n: int, npix: int, ivar: np.ndarra
     # evenly spaced; a few spares in case some sampled rows are all zero
     pick = np.unique(np.linspace(0, cand.size - 1, min(cand.size, lsf_rows)).round().astype(int))
     rows_idx = cand[pick]
+    f.prefetch([f"{A}_RESOLUTION"], rows={f"{A}_RESOLUTION": rows_idx})
     try:
         sample = np.asarray(res[np.sort(rows_idx)], dtype=np.float32)
     except (OSError, ValueError, TypeError) as exc:

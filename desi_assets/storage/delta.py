@@ -1,15 +1,36 @@
-"""The one Delta writer/reader: partition-scoped atomic overwrites with conflict retry."""
+"""The one Delta writer/reader: partition-scoped atomic overwrites with conflict retry.
+
+A partition-scoped write replaces exactly the rows of some ``coadd_key`` values in one Delta
+commit. Two ways, same result:
+
+- **Fast path** (local tables whose existing files for those keys each hold one key): the
+  Parquet files are written by pyarrow, one per (key, ``hpxgroup``), and committed with the
+  old files' removes through ``DeltaTable.create_write_transaction``: one atomic commit, no
+  rows rewritten. pyarrow encodes the list columns of ``spectra`` ~4x faster than delta-rs's
+  writer (measured: 4,600 vs 1,200 spectra/s), which made the writer the ingest bottleneck.
+- **General path** (remote stores, or files that mix keys after ``compact``):
+  ``write_deltalake(mode="overwrite", predicate="coadd_key IN (...)")``.
+
+Files written but not committed (a crash, a lost race) are never referenced; ``vacuum``
+removes them.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
+import uuid
 from collections.abc import Sequence
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import ColumnProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
 from desi_assets.storage.tables import TableSpec
 
@@ -47,7 +68,9 @@ def writer_properties(spec: TableSpec) -> WriterProperties | None:
     if not spec.bulk:
         return None
     plain = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
-    return WriterProperties(compression="UNCOMPRESSED", column_properties={c: plain for c in spec.list_columns()})
+    coded = ColumnProperties(dictionary_enabled=True, statistics_enabled="NONE")
+    return WriterProperties(compression="UNCOMPRESSED", column_properties={
+        c: coded if c in spec.dictionary_lists else plain for c in spec.list_columns()})
 
 
 def key_predicate(keys: Sequence[str]) -> str:
@@ -94,8 +117,120 @@ def write_partitions(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table, k
         DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
         _create(uri, spec, storage_options)
+    if _is_local(uri) and not storage_options:
+        added: list[AddAction] = []
+        for attempt in range(8):
+            dt = DeltaTable(uri)
+            removes = _single_key_files(dt, keys)
+            if removes is None:  # some file mixes keys (compacted): let delta-rs rewrite it
+                break
+            if not added:
+                added = _write_files(uri, spec, table)
+            try:
+                dt.create_write_transaction([*added, *removes], mode="append", schema=spec.schema,
+                                            partition_by=list(spec.partition_by) or None)
+                return table.num_rows
+            except CommitFailedError:
+                if attempt == 7:
+                    raise
+                time.sleep(0.05 * 2**attempt + random.random() * 0.05)
+        for a in added:  # never committed
+            os.remove(os.path.join(uri, a.path))
     _with_retry(_write)
     return table.num_rows
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _single_key_files(dt: DeltaTable, keys: Sequence[str]) -> list[RemoveAction] | None:
+    """Removes for the files holding rows of `keys`, or None if such a file also holds other keys."""
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    if acts.num_rows == 0:
+        return []
+    lo = acts.column("min.coadd_key") if "min.coadd_key" in acts.column_names else None
+    hi = acts.column("max.coadd_key") if "max.coadd_key" in acts.column_names else None
+    if lo is None or hi is None:
+        return None
+    lo, hi = lo.cast(pa.string()), hi.cast(pa.string())
+    if lo.null_count or hi.null_count:
+        return None  # a file without stats: cannot tell which keys it holds
+    touches = pa.array([False] * acts.num_rows)
+    for k in sorted(set(keys)):
+        touches = pc.or_(touches, pc.and_(pc.less_equal(lo, k), pc.greater_equal(hi, k)))
+    hit = pc.indices_nonzero(touches).to_pylist()
+    if any(lo[i].as_py() != hi[i].as_py() for i in hit):
+        return None
+    part_cols = [c for c in acts.column_names if c.startswith("partition.")]
+    now = int(time.time() * 1000)
+    out = []
+    for i in hit:
+        pv = {c.removeprefix("partition."): _pv(acts.column(c)[i].as_py()) for c in part_cols}
+        out.append(RemoveAction(path=acts.column("path")[i].as_py(), data_change=True, deletion_timestamp=now,
+                                size=acts.column("size_bytes")[i].as_py(), partition_values=pv))
+    return out
+
+
+def _pv(v) -> str | None:
+    return None if v is None else str(v)
+
+
+def _write_files(uri: str, spec: TableSpec, table: pa.Table) -> list[AddAction]:
+    """Write `table` as Parquet files under uri, one per (coadd_key, partition values); their add actions."""
+    part = list(spec.partition_by)
+    group_cols = ["coadd_key", *part]
+    idx = pa.table({c: table.column(c) for c in group_cols}).append_column(
+        "__row", pa.array(range(table.num_rows), pa.int64()))
+    groups = idx.group_by(group_cols, use_threads=False).aggregate([("__row", "list")])
+    data_cols = [c for c in table.column_names if c not in part]
+    bulk = spec.bulk
+    list_cols = set(spec.list_columns())
+    actions = []
+    for g in range(groups.num_rows):
+        rows = groups.column("__row_list")[g].values
+        sub = table.select(data_cols).take(rows)
+        pvals = {c: _pv(groups.column(c)[g].as_py()) for c in part}
+        rel_dir = "/".join(f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None else v}" for c, v in pvals.items())
+        rel = (rel_dir + "/" if rel_dir else "") + f"part-{uuid.uuid4().hex}.parquet"
+        path = os.path.join(uri.removeprefix("file://"), rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pq.write_table(sub, path, compression="none" if bulk else "snappy",
+                       use_dictionary=_dictionary_columns(spec, data_cols) if bulk else True,
+                       write_statistics=[c for c in data_cols if c not in list_cols],
+                       row_group_size=max(sub.num_rows, 1))
+        st = os.stat(path)
+        actions.append(AddAction(path=rel, size=st.st_size, partition_values=pvals,
+                                 modification_time=int(st.st_mtime * 1000), data_change=True,
+                                 stats=json.dumps(_stats(sub, list_cols))))
+    return actions
+
+
+def _dictionary_columns(spec: TableSpec, data_cols: list[str]) -> list[str]:
+    """Parquet leaf paths to dictionary-encode in a bulk table: scalars and `spec.dictionary_lists`."""
+    lists = set(spec.list_columns())
+    return ([c for c in data_cols if c not in lists]
+            + [f"{c}.list.element" for c in spec.dictionary_lists if c in data_cols])
+
+
+def _stats(t: pa.Table, skip: set[str]) -> dict:
+    """Delta file statistics: numRecords and, per scalar column, min/max/null count (JSON-safe values)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in t.column_names:
+        if name in skip:
+            continue
+        col = t.column(name)
+        nulls[name] = col.null_count
+        typ = col.type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_string(typ)
+                or pa.types.is_large_string(typ)) or col.null_count == len(col):
+            continue
+        mm = pc.min_max(col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if isinstance(lo, float) and not (lo == lo and abs(lo) != float("inf") and abs(hi) != float("inf")):
+            continue  # NaN/Inf are not valid JSON stats
+        mins[name], maxs[name] = lo, hi
+    return {"numRecords": t.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
 def _create(uri: str, spec: TableSpec, storage_options: dict[str, str] | None) -> None:

@@ -37,6 +37,9 @@ class TableSpec:
     #: Spectra are noisy floats: compression saves ~2% of bytes and costs ~3x write time, and
     #: min/max statistics of list columns are useless for pruning. Bulk tables skip both.
     bulk: bool = False
+    #: List columns with few distinct values (mask bits, masked fractions, a per-file LSF):
+    #: dictionary + RLE encoding shrinks them ~10x for little CPU (spectra: 97.6 -> 64.5 kB/spectrum).
+    dictionary_lists: tuple[str, ...] = ()
 
     def list_columns(self) -> list[str]:
         """Names of the list (array) columns."""
@@ -109,6 +112,7 @@ SPECTRA = TableSpec(
     ]),
     "Per-arm native-resolution spectra and the compact line-spread function.",
     bulk=True,
+    dictionary_lists=("mask_b", "mask_r", "mask_z", "lsf_sigma"),
 )
 
 PREPROCESSED = TableSpec(
@@ -121,6 +125,7 @@ PREPROCESSED = TableSpec(
     ]),
     "The seed's 496-bin normalised spectra for usable targets.",
     bulk=True,
+    dictionary_lists=("masked_frac",),
 )
 
 INGEST_ERRORS = TableSpec(

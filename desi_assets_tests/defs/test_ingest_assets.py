@@ -5,9 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from desi_assets.defs.ingest.assets import IngestConfig, raw_spectra
+from desi_assets.defs.ingest.assets import IngestConfig, coadd_ingest
 from desi_assets.defs.partitions import coadds_partitions
-from desi_assets.defs.preprocess.assets import preprocessed_spectra
 from desi_assets.defs.resources import make_resources
 from desi_assets.sources.keys import InvalidPartitionKeyError
 from desi_assets.storage.arrays import to_numpy_2d
@@ -15,11 +14,11 @@ from desi_assets.storage.lakehouse import LakehouseResource
 from desi_assets_tests.conftest import survey_keys
 
 
-def _materialize(keys, resources, instance, assets=(raw_spectra, preprocessed_spectra), raise_on_error=True):
+def _materialize(keys, resources, instance, selection=None, raise_on_error=True):
     instance.add_dynamic_partitions(coadds_partitions.name, [k for k in keys
                                     if not instance.has_dynamic_partition(coadds_partitions.name, k)])
-    return [dg.materialize(list(assets), partition_key=k, resources=resources, instance=instance,
-                           raise_on_error=raise_on_error) for k in keys]
+    return [dg.materialize([coadd_ingest], selection=selection, partition_key=k, resources=resources,
+                           instance=instance, raise_on_error=raise_on_error) for k in keys]
 
 
 def test_raw_spectra_with_asset_context(small_survey, lakehouse_root, instance):
@@ -27,11 +26,31 @@ def test_raw_spectra_with_asset_context(small_survey, lakehouse_root, instance):
     instance.add_dynamic_partitions(coadds_partitions.name, [key])
     res = make_resources(lakehouse_root, str(small_survey))
     ctx = dg.build_asset_context(partition_key=key, resources=res, instance=instance)
-    out = raw_spectra(ctx, IngestConfig(make_plot=False))
-    assert out.metadata["rows"] > 0
+    raw, pre = list(coadd_ingest(ctx, IngestConfig(make_plot=False)))
+    assert (raw.asset_key.path, pre.asset_key.path) == (["raw_spectra"], ["preprocessed_spectra"])
+    assert raw.metadata["rows"] > 0
     t = LakehouseResource(root=lakehouse_root).read("targets")
     assert t["coadd_key"].unique().to_list() == [key]
-    assert t.height == out.metadata["rows"]
+    assert t.height == raw.metadata["rows"]
+    assert pre.metadata["rows"] == int(t["usable"].sum())
+    assert pre.metadata["excluded_unusable"] == raw.metadata["flagged_unusable"]
+
+
+def test_preprocess_alone_reads_spectra_back_and_matches(small_survey, lakehouse_root, instance):
+    key = survey_keys(small_survey)[0]
+    res = make_resources(lakehouse_root, str(small_survey))
+    lh = LakehouseResource(root=lakehouse_root)
+    _materialize([key], res, instance)
+    first = lh.read("preprocessed_spectra").sort("targetid")
+    version, spectra_version = lh.version("preprocessed_spectra"), lh.version("spectra")
+    [result] = _materialize([key], res, instance, selection=["preprocessed_spectra"])
+    mats = result.get_asset_materialization_events()
+    assert [m.asset_key.path for m in mats] == [["preprocessed_spectra"]]
+    assert lh.version("preprocessed_spectra") == version + 1 and lh.version("spectra") == spectra_version
+    again = lh.read("preprocessed_spectra").sort("targetid")
+    assert again["targetid"].to_list() == first["targetid"].to_list()
+    assert np.array_equal(to_numpy_2d(again["flux"]), to_numpy_2d(first["flux"]))
+    assert np.allclose(again["norm"].to_numpy(), first["norm"].to_numpy())
 
 
 def test_materialize_is_idempotent_and_preprocesses(small_survey, lakehouse_root, instance):
@@ -74,7 +93,7 @@ def test_wrong_partition_key_is_rejected(small_survey, lakehouse_root, instance)
         instance.add_dynamic_partitions(coadds_partitions.name, [bad])
         ctx = dg.build_asset_context(partition_key=bad, resources=res, instance=instance)
         with pytest.raises(InvalidPartitionKeyError, match="partition key"):
-            raw_spectra(ctx, IngestConfig())
+            list(coadd_ingest(ctx, IngestConfig()))
 
 
 def test_consumers_read_and_join(small_survey, lakehouse_root, instance):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from desi_assets.science.anomaly.injection import (
-    AMPLITUDE_RANGES, BIN_WIDTH_A, CIV_A, INJECTION_KINDS, OIII_A, box_fraction, draw_amplitudes, inject,
-    plot_completeness, recovery_report, roc_auc, threshold_at_fpr,
+    AMPLITUDE_RANGES, BIN_WIDTH_A, CIV_A, INJECTION_KINDS, OIII_A, box_fraction, detectability_ceiling,
+    draw_amplitudes, inject, injected_snr, plot_completeness, recovery_report, roc_auc, threshold_at_fpr,
 )
 from desi_assets.science.wavelength import arm_bin_slices, binned_wavelength
 
@@ -176,3 +176,39 @@ def test_recovery_report_known_values(tmp_path):
     assert same["bal"]["auc"] == pytest.approx(0.5)
     assert plot_completeness(rep, str(tmp_path / "c.png")).endswith("c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_injected_snr_hand():
+    clean = np.zeros((2, 496))
+    inj = clean.copy()
+    inj[0, 10] = 0.5   # ivar 16 -> (0.5*4)^2 = 4
+    inj[0, 20] = -0.25  # (0.25*4)^2 = 1  -> S/N sqrt(5)
+    inj[1, 30] = 9.0   # masked bin (ivar 0) does not count
+    ivar = np.full((2, 496), 16.0)
+    ivar[1, 30] = 0.0
+    assert injected_snr(clean, inj, ivar) == pytest.approx([np.sqrt(5.0), 0.0])
+
+
+def test_dead_segment_snr_matches_flux_and_ivar():
+    f, iv = _flat(20)
+    amp = np.full(20, 128.0)  # 10 bins' width zeroed (whole or partial) of unit flux at ivar 16
+    fi, par = inject(f, iv, np.zeros(20), W, "dead_segment", amp, np.random.default_rng(3), return_params=True)
+    snr = injected_snr(f, fi, iv)
+    fr = box_fraction(par["lo_a"], par["hi_a"], W)  # removed flux per bin = coverage fraction
+    assert snr == pytest.approx(4.0 * np.sqrt((fr ** 2).sum(axis=1)), rel=1e-5)
+    assert np.all(snr >= 4.0 * np.sqrt(9.0))  # ≥ 9 fully covered bins (more where the arms overlap)
+
+
+def test_detectability_ceiling_fractions():
+    lo, hi, _ = AMPLITUDE_RANGES["cosmic_ray"]
+    mid = np.sqrt(lo * hi)
+    kinds = np.array(["cosmic_ray"] * 4 + ["dead_segment"] * 2)
+    amps = np.array([lo, lo, hi, hi, 250.0, 25.0])
+    snr = np.array([1.0, 6.0, 4.0, 7.0, 30.0, 2.0])
+    c = detectability_ceiling(snr, kinds, amps, min_snr=5.0)
+    assert c["cosmic_ray"]["frac_detectable"] == pytest.approx(0.5)
+    assert c["cosmic_ray"]["frac_detectable_strong_half"] == pytest.approx(0.5)  # hi: 4 (no), 7 (yes)
+    assert c["dead_segment"]["frac_detectable_strong_half"] == pytest.approx(1.0)  # 250 Å >= sqrt(20*300)
+    assert c["overall"]["frac_detectable"] == pytest.approx(3 / 6)
+    assert c["overall"]["frac_detectable_strong_half"] == pytest.approx(2 / 3)
+    assert hi > mid > lo

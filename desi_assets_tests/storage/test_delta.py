@@ -112,3 +112,41 @@ def test_killed_writer_leaves_previous_version(tmp_path):
     else:  # the commit won the race: all new rows, never a mix
         assert df.height == 150_000
     assert delta.read(uri, version=before).height == 7
+
+
+def _add_actions(dt: DeltaTable) -> pl.DataFrame:
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
+
+
+def test_fast_path_commits_once_and_leaves_one_file_per_key(tmp_path):
+    uri = str(tmp_path / "pre")
+    keys = ["main-dark-10378", "main-dark-10379"]
+    both = pl.concat([_rows(keys[0], 5), _rows(keys[1], 3, 10379)])
+    delta.write_partitions(uri, PREPROCESSED, both, keys)
+    v = DeltaTable(uri).version()
+    delta.write_partitions(uri, PREPROCESSED, _rows(keys[0], 2, seed=3), [keys[0]])
+    dt = DeltaTable(uri)
+    assert dt.version() == v + 1  # one commit: removes and adds together
+    acts = _add_actions(dt).sort("min.coadd_key")
+    assert acts["min.coadd_key"].to_list() == keys and acts["max.coadd_key"].to_list() == keys
+    assert acts["num_records"].to_list() == [2, 3]
+    assert acts["min.targetid"].to_list() == [103780000, 103790000]  # stats for pruning
+    # the old version is still readable (time travel) and has the first rows
+    assert delta.read(uri, version=v).group_by("coadd_key").len().sort("coadd_key")["len"].to_list() == [5, 3]
+    got = delta.read(uri, keys=[keys[0]]).sort("targetid")
+    assert np.array_equal(to_numpy_2d(got["flux"]), to_numpy_2d(_rows(keys[0], 2, seed=3)["flux"]))
+
+
+def test_compacted_files_mixing_keys_are_rewritten_correctly(tmp_path):
+    uri = str(tmp_path / "pre")
+    for i, key in enumerate(["main-dark-10378", "main-dark-10379", "main-dark-10380"]):
+        delta.write_partitions(uri, PREPROCESSED, _rows(key, 4, healpix=10378 + i), [key])  # all hpxgroup 103
+    DeltaTable(uri).optimize.compact()
+    acts = _add_actions(DeltaTable(uri))
+    assert acts.height == 1 and acts["min.coadd_key"][0] != acts["max.coadd_key"][0]
+    delta.write_partitions(uri, PREPROCESSED, _rows("main-dark-10379", 2, healpix=10379, seed=5), ["main-dark-10379"])
+    df = delta.read(uri)
+    assert df.group_by("coadd_key").len().sort("coadd_key")["len"].to_list() == [4, 2, 4]
+    assert df["targetid"].n_unique() == df.height

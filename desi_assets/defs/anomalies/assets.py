@@ -283,12 +283,16 @@ def anomaly_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
 
 def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: np.ndarray, model: BigAE,
                   per_kind: int, seed: int) -> pl.DataFrame:
-    """Clean and injected trials on normal spectra: one row per trial with both scores."""
+    """Clean and injected trials on normal spectra: one row per trial with both scores.
+
+    Column ``snr`` is the injection's noise-limited S/N (:func:`injection.injected_snr`, 0 for
+    clean rows): what a perfect model would see. It is not stored in ``injection_results``.
+    """
     rng = np.random.default_rng(seed)
     wave = binned_wavelength()
     s0 = scoring.score_spectra(flux, reconstruct(model, flux), ivar)
     frames = [pl.DataFrame({"row": np.arange(len(flux)), "kind": "clean", "amplitude": 0.0,
-                            "score": s0.score, "score_noise_aware": s0.score_noise_aware})]
+                            "score": s0.score, "score_noise_aware": s0.score_noise_aware, "snr": 0.0})]
     for kind in injection.INJECTION_KINDS:
         idx = rng.choice(len(flux), size=min(per_kind, len(flux)), replace=False)
         if kind == "bal":  # troughs belong to quasars where there are enough of them
@@ -299,7 +303,8 @@ def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: n
         fi = injection.inject(flux[idx], ivar[idx], z[idx], wave, kind, amp, rng, spectype=spectype[idx])
         s = scoring.score_spectra(fi, reconstruct(model, fi), ivar[idx])
         frames.append(pl.DataFrame({"row": idx, "kind": kind, "amplitude": amp, "score": s.score,
-                                    "score_noise_aware": s.score_noise_aware}))
+                                    "score_noise_aware": s.score_noise_aware,
+                                    "snr": injection.injected_snr(flux[idx], fi, ivar[idx])}))
     return pl.concat(frames)
 
 
@@ -315,11 +320,16 @@ def anomaly_injection(context: dg.AssetExecutionContext, config: InjectionConfig
     trials = run_injection(flux, ivar, val["z"].to_numpy(), val["spectype"].to_numpy(), model,
                            config.per_kind, config.seed)
     trials = trials.with_columns(targetid=val["targetid"].gather(trials["row"]), model_version=pl.lit(version))
-    lakehouse.overwrite("injection_results", trials.drop("row"))
+    lakehouse.overwrite("injection_results", trials.drop("row", "snr"))
     reports = injection_reports(trials, *thresholds(lakehouse), config.max_fpr)
     plots = lakehouse.artifact_dir("plots") / "anomaly_injection"
     plots.mkdir(parents=True, exist_ok=True)
-    meta = {"trials": trials.height, "model_version": version}
+    inj = trials.filter(pl.col("kind") != "clean")
+    ceiling = injection.detectability_ceiling(inj["snr"].to_numpy(), inj["kind"].to_numpy(),
+                                              inj["amplitude"].to_numpy())
+    meta = {"trials": trials.height, "model_version": version,
+            "noise_limited_ceiling": dg.MetadataValue.json(
+                {k: {m: round(v, 4) for m, v in c.items()} for k, c in ceiling.items()})}
     for name, rep in reports.items():
         meta[f"completeness_{name}"] = dg.MetadataValue.path(
             injection.plot_completeness(rep, str(plots / f"completeness-{name}-{version}.png")))

@@ -1,4 +1,4 @@
-"""raw_spectra: coadd (+ redrock) files -> `targets` and `spectra` Delta tables, one partition per file."""
+"""raw_spectra (+ preprocessed_spectra): coadd (+ redrock) files -> `targets`, `spectra` Delta tables, one partition per file."""
 
 
 import time
@@ -10,6 +10,13 @@ import polars as pl
 import pyarrow as pa
 
 from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
+from desi_assets.defs.preprocess.assets import (
+    KEY_COLS,
+    example_plot,
+    preprocessed_rows,
+    preprocessed_spectra,
+    read_back_and_preprocess,
+)
 from desi_assets.plots import plot_spectra
 from desi_assets.science.preprocess import bin_lsf
 from desi_assets.science.wavelength import ARMS
@@ -23,10 +30,11 @@ from desi_assets.storage.tables import SPECTRA, TARGETS
 
 
 class IngestConfig(dg.Config):
-    """Options for reading coadd files."""
+    """Options for reading coadd files and writing their tables."""
 
     lsf_rows: int = 16  # RESOLUTION rows sampled per arm for the compact LSF
     make_plot: bool = True  # write a PNG of example spectra per run
+    commit_spectra: int = 2048  # spectra buffered per Delta commit (~100 kB of memory each)
 
 
 def _key_columns(coadd: CoaddFile) -> pl.DataFrame:
@@ -89,23 +97,79 @@ def _example_plot(lakehouse: LakehouseResource, coadd: CoaddFile, run_tag: str) 
     return str(plot_spectra(path, wave, flux, labels, f"raw spectra: {coadd.coadd_key}"))
 
 
-@dg.asset(
+class _WriteBuffer:
+    """Rows of several files, committed together once they hold `limit` spectra (one commit per table)."""
+
+    def __init__(self, lakehouse: LakehouseResource, limit: int):
+        self.lakehouse, self.limit = lakehouse, limit
+        self.keys: list[str] = []
+        self.tables: dict[str, list] = {"targets": [], "spectra": [], "preprocessed_spectra": []}
+        self.rows = 0
+
+    def add(self, key: str, rows: int, **frames) -> None:
+        self.keys.append(key)
+        for name, frame in frames.items():
+            self.tables[name].append(frame)
+        self.rows += rows
+        if self.rows >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, frames in self.tables.items():
+            if frames:
+                data = (pa.concat_tables(frames) if isinstance(frames[0], pa.Table) else pl.concat(frames))
+                self.lakehouse.write_partitions(name, data, self.keys)
+        self.keys, self.rows = [], 0
+        self.tables = {k: [] for k in self.tables}
+
+
+def _arm_arrays(coadd: CoaddFile) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return {a: (coadd.arms[a].flux, coadd.arms[a].ivar, coadd.arms[a].mask) for a in ARMS}
+
+
+raw_spectra_spec = dg.AssetSpec(
+    "raw_spectra", group_name="ingest", kinds={"delta", "fits"},
+    description="Reads each coadd (+ redrock) file and writes the `targets` and `spectra` Delta tables.")
+
+
+@dg.multi_asset(
+    name="coadd_ingest",
+    specs=[raw_spectra_spec, preprocessed_spectra],
     partitions_def=coadds_partitions,
     backfill_policy=COADD_BACKFILL_POLICY,
-    group_name="ingest",
-    kinds={"delta", "fits"},
-    description="Reads each coadd (+ redrock) file and writes the `targets` and `spectra` Delta tables.",
+    can_subset=True,
+    description="Coadd files -> `targets`, `spectra` and `preprocessed_spectra`, in one pass over each file.",
 )
-def raw_spectra(context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource,
-                archive: SpectraArchive) -> dg.MaterializeResult:
-    """Ingest the coadd files of this run's partitions; failures go to `ingest_errors`."""
-    t0 = time.perf_counter()
+def coadd_ingest(context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource,
+                 archive: SpectraArchive):
+    """Ingest and preprocess this run's partitions; failures go to `ingest_errors`.
+
+    With both assets selected each file is read once and preprocessed from memory; with only
+    `preprocessed_spectra` selected it is recomputed from the `spectra` table.
+    """
     keys = list(context.partition_keys)
-    n_rows = n_flagged = 0
+    for key in keys:
+        parse_key(key)
+    selected = context.selected_asset_keys
+    want_raw = raw_spectra_spec.key in selected
+    want_pre = preprocessed_spectra.key in selected
+    tag = context.run_id[:8] + "-" + keys[0]
+    if not want_raw:
+        t0 = time.perf_counter()
+        pre, excluded = read_back_and_preprocess(lakehouse, keys)
+        lakehouse.write_partitions("preprocessed_spectra", pre, keys)
+        yield _pre_result(lakehouse, config, pre.head(3), pre["norm"].to_numpy() if pre.height else np.zeros(0),
+                          excluded, len(keys), time.perf_counter() - t0, tag)
+        return
+
+    t0 = time.perf_counter()
+    buffer = _WriteBuffer(lakehouse, config.commit_spectra)
+    n_rows = n_flagged = excluded = 0
+    examples: pl.DataFrame | None = None  # first rows, for the plot
+    norms: list[np.ndarray] = []
     failures: dict[str, str] = {}
     plot = None
     for i, key in enumerate(keys):
-        parse_key(key)
         source = key
         try:
             coadd_path, redrock_path = archive.fetch(key)
@@ -118,13 +182,22 @@ def raw_spectra(context: dg.AssetExecutionContext, config: IngestConfig, lakehou
             continue
         for w in coadd.warnings:
             context.log.warning(f"{key}: {w}")
-        lakehouse.write_partitions("targets", targets_frame(coadd), [key])
-        lakehouse.write_partitions("spectra", spectra_frame(coadd), [key])
+        targets = targets_frame(coadd)
+        frames = {"targets": targets, "spectra": spectra_frame(coadd)}
+        if want_pre:
+            pre, n_excl = preprocessed_rows(targets.select(KEY_COLS), _arm_arrays(coadd), targets["usable"].to_numpy())
+            frames["preprocessed_spectra"] = pre
+            examples = examples if examples is not None and examples.height else pre.head(3)
+            norms.append(pre["norm"].to_numpy())
+            excluded += n_excl
+        buffer.add(key, coadd.nspec, **frames)
         n_rows += coadd.nspec
-        n_flagged += int(((coadd.targets["quality_flags"] & QualityFlag.unusable_mask()) != 0).sum())
+        n_flagged += int((~targets["usable"]).sum())
         if config.make_plot and plot is None:
-            plot = _example_plot(lakehouse, coadd, context.run_id[:8] + "-" + key)
+            plot = _example_plot(lakehouse, coadd, tag)
         context.log.info(f"[{i + 1}/{len(keys)}] {key}: {coadd.nspec} spectra")
+        del coadd, frames
+    buffer.flush()
     seconds = time.perf_counter() - t0
     if failures:
         raise dg.Failure(
@@ -138,4 +211,22 @@ def raw_spectra(context: dg.AssetExecutionContext, config: IngestConfig, lakehou
     }
     if plot:
         meta["example_plot"] = dg.MetadataValue.path(plot)
-    return dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(asset_key=raw_spectra_spec.key, metadata=meta)
+    if want_pre:
+        yield _pre_result(lakehouse, config, examples if examples is not None else pl.DataFrame(),
+                          np.concatenate(norms) if norms else np.zeros(0), excluded, len(keys), seconds, tag)
+
+
+def _pre_result(lakehouse: LakehouseResource, config: IngestConfig, examples: pl.DataFrame, norms: np.ndarray,
+                excluded: int, n_keys: int, seconds: float, tag: str) -> dg.MaterializeResult:
+    rows = int(norms.size)
+    meta = {
+        "partitions": n_keys, "rows": rows, "excluded_unusable": excluded,
+        "seconds": round(seconds, 3), "spectra_per_s": round(rows / seconds, 1) if seconds else 0.0,
+        "median_norm": float(np.median(norms)) if rows else 0.0,
+        "table_version": lakehouse.version("preprocessed_spectra"),
+    }
+    plot = example_plot(lakehouse, examples, tag) if config.make_plot else None
+    if plot:
+        meta["example_plot"] = dg.MetadataValue.path(plot)
+    return dg.MaterializeResult(asset_key=preprocessed_spectra.key, metadata=meta)

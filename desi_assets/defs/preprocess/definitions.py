@@ -1,5 +1,5 @@
+"""The preprocess layer's asset is produced by the ingest layer's `coadd_ingest` multi-asset (one pass per file)."""
+
 import dagster as dg
 
-from desi_assets.defs.preprocess.assets import preprocessed_spectra
-
-defs = dg.Definitions(assets=[preprocessed_spectra])
+defs = dg.Definitions()
