@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -188,8 +189,11 @@ def _write_files(uri: str, spec: TableSpec, table: pa.Table) -> list[AddAction]:
     list_cols = set(spec.list_columns())
     actions = []
     for g in range(groups.num_rows):
-        rows = groups.column("__row_list")[g].values
-        sub = table.select(data_cols).take(rows)
+        rows = np.sort(groups.column("__row_list")[g].values.to_numpy())
+        if rows[-1] - rows[0] + 1 == rows.size:  # the usual case (a file's rows, one hpxgroup): no copy
+            sub = table.select(data_cols).slice(int(rows[0]), int(rows.size))
+        else:
+            sub = table.select(data_cols).take(pa.array(rows))
         pvals = {c: _pv(groups.column(c)[g].as_py()) for c in part}
         rel_dir = "/".join(f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None else v}" for c, v in pvals.items())
         rel = (rel_dir + "/" if rel_dir else "") + f"part-{uuid.uuid4().hex}.parquet"

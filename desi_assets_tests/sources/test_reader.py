@@ -575,3 +575,37 @@ def test_directory_is_not_fits(tmp_path):
     d.mkdir()
     with pytest.raises(TruncatedFileError):
         read_coadd(d)
+
+
+def test_binary_tables_read_without_astropy_columns_match_astropy(tmp_path):
+    """_BinTable (the fast path for FIBERMAP/REDSHIFTS) returns what astropy returns, column by column."""
+    from desi_assets.sources.reader import _Fits, _BinTable
+
+    n = 7
+    cols = fits.ColDefs([
+        fits.Column("TARGETID", "K", array=np.arange(n, dtype=np.int64) + 2**40),
+        fits.Column("FIBERSTATUS", "J", array=np.arange(n, dtype=np.int32)),
+        fits.Column("UBITS", "J", bzero=2**31, array=np.array([0, 1, 2**31, 2**32 - 1, 5, 6, 7], dtype=np.uint32)),
+        fits.Column("SPECTYPE", "6A", array=np.array(["GALAXY", "QSO", "STAR", "", "QSO", "STAR", "GALAXY"])),
+        fits.Column("COEFF", "3E", array=np.arange(3 * n, dtype=np.float32).reshape(n, 3)),
+        fits.Column("ok", "L", array=np.array([True, False] * 3 + [True])),
+        fits.Column("SCALED", "I", array=np.arange(n, dtype=np.int16)),
+    ])
+    path = tmp_path / "t.fits"
+    hdu = fits.BinTableHDU.from_columns(cols, name="REDSHIFTS")
+    hdu.header["TSCAL7"], hdu.header["TZERO7"] = 0.5, 10.0  # raw 0..6 -> 10..13
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    f = _Fits(path)
+    try:
+        fast = f.data("REDSHIFTS")
+        assert isinstance(fast, _BinTable) and len(fast) == n
+        ref = fits.getdata(path, "REDSHIFTS")
+        assert fast.columns.names == list(ref.columns.names)
+        for name in ref.columns.names:
+            got = np.asarray(fast[name])
+            got = np.char.decode(got, "ascii") if got.dtype.kind == "S" else got  # astropy decodes text
+            assert np.array_equal(got, np.asarray(ref[name])), name
+        assert np.allclose(fast["SCALED"], 10 + 0.5 * np.arange(n))
+        assert fast["OK"].dtype == bool and fast["ubits"].dtype == np.uint32  # case-insensitive names
+    finally:
+        f.close()

@@ -150,3 +150,15 @@ def test_compacted_files_mixing_keys_are_rewritten_correctly(tmp_path):
     df = delta.read(uri)
     assert df.group_by("coadd_key").len().sort("coadd_key")["len"].to_list() == [4, 2, 4]
     assert df["targetid"].n_unique() == df.height
+
+
+def test_a_key_spanning_hpxgroups_is_split_into_one_file_per_group(tmp_path):
+    uri = str(tmp_path / "pre")
+    rows = _rows("tile-1000-3", 6)
+    rows = rows.with_columns(hpxgroup=pl.Series([103, 104] * 3, dtype=pl.Int32))  # interleaved groups
+    delta.write_partitions(uri, PREPROCESSED, rows, ["tile-1000-3"])
+    acts = _add_actions(DeltaTable(uri)).sort("partition.hpxgroup")
+    assert acts["num_records"].to_list() == [3, 3]
+    got = delta.read(uri).sort("targetid")
+    assert got["hpxgroup"].to_list() == [103, 104] * 3
+    assert np.array_equal(to_numpy_2d(got["flux"]), to_numpy_2d(rows["flux"]))
