@@ -167,6 +167,5 @@ def test_controls_pass_on_the_demo_survey(tmp_path):
     for name, e in got.items():
         print(name, e.passed, {k: getattr(v, "value", v) for k, v in e.metadata.items()
                                if k not in ("rule", "gx_failures")})
-    assert train_s < 300
     failed = {n for n, e in got.items() if not e.passed}
     assert failed <= {"injection_recovery"}, failed

@@ -78,12 +78,24 @@ def strata_of(d: pl.DataFrame, snr_bins: int = 0) -> np.ndarray:
     return lab
 
 
+def sampled_preprocessed(lakehouse: LakehouseResource, ids: pl.LazyFrame, n: int, seed: int = 0,
+                         columns: list[str] | None = None) -> pl.DataFrame:
+    """`preprocessed_spectra` rows of a random sample of up to n (coadd_key, targetid) ids.
+
+    Only the ids are sampled in memory; the spectra are read from the files of the sampled
+    partitions alone (Delta stats prune by `coadd_key`), so the cost does not grow with the table.
+    """
+    ids = ids.select("coadd_key", "targetid").collect()
+    ids = ids.sample(min(n, ids.height), seed=seed) if ids.height else ids
+    scan = lakehouse.scan("preprocessed_spectra").filter(pl.col("coadd_key").is_in(ids["coadd_key"].unique()))
+    rows = scan.join(ids.lazy(), on=["coadd_key", "targetid"], how="semi")
+    return (rows.select(columns) if columns else rows).collect()
+
+
 def normal_sample(lakehouse: LakehouseResource, n: int = CONTROL_SAMPLE, seed: int = 0) -> pl.DataFrame:
     """Up to n scored spectra below both anomaly thresholds, with their preprocessed flux/ivar/norm."""
-    ok = (lakehouse.scan("anomaly_scores").filter(~pl.col("is_anomaly") & ~pl.col("is_anomaly_noise_aware"))
-          .select("coadd_key", "targetid"))
-    rows = lakehouse.scan("preprocessed_spectra").join(ok, on=["coadd_key", "targetid"], how="semi").collect()
-    return rows.sample(min(n, rows.height), seed=seed) if rows.height else rows
+    ok = lakehouse.scan("anomaly_scores").filter(~pl.col("is_anomaly") & ~pl.col("is_anomaly_noise_aware"))
+    return sampled_preprocessed(lakehouse, ok, n, seed)
 
 
 def _result(res: bias.ControlResult, expectations: list, stats: dict[str, float]) -> dg.AssetCheckResult:
@@ -313,8 +325,7 @@ def b_dominance_control(lakehouse: LakehouseResource, n: int = B_DOMINANCE_SAMPL
     """Top-1% B-dominant fraction (both scores) against a pure-noise simulation."""
     from desi_assets.science.anomaly.training import reconstruct
 
-    rows = lakehouse.read("preprocessed_spectra", columns=["flux", "ivar"])
-    rows = rows.sample(min(rows.height, n), seed=0)
+    rows = sampled_preprocessed(lakehouse, lakehouse.scan("preprocessed_spectra"), n, columns=["flux", "ivar"])
     flux, ivar = to_numpy_2d(rows["flux"]), to_numpy_2d(rows["ivar"])
     model, _ = current_model(lakehouse)
     res = bias.b_band_dominance(flux, reconstruct(model, flux), ivar, np.random.default_rng(0))
