@@ -58,7 +58,10 @@ def _context():
     os.environ.setdefault("TQDM_DISABLE", "1")
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in CLI/run logs
     asset = ctx.data_sources.add_pandas("desi_ard").add_dataframe_asset("frame")
     return gx, asset.add_batch_definition_whole_dataframe("whole")
 

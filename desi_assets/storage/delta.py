@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import ColumnProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
@@ -129,7 +129,9 @@ def write_partitions(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table, k
                 added = _write_files(uri, spec, table)
             try:
                 dt.create_write_transaction([*added, *removes], mode="append", schema=spec.schema,
-                                            partition_by=list(spec.partition_by) or None)
+                                            partition_by=list(spec.partition_by) or None,
+                                            commit_properties=CommitProperties(
+                                                custom_metadata={"desi_ard.replaced": predicate}))
                 return table.num_rows
             except CommitFailedError:
                 if attempt == 7:

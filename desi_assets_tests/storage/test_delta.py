@@ -129,6 +129,7 @@ def test_fast_path_commits_once_and_leaves_one_file_per_key(tmp_path):
     delta.write_partitions(uri, PREPROCESSED, _rows(keys[0], 2, seed=3), [keys[0]])
     dt = DeltaTable(uri)
     assert dt.version() == v + 1  # one commit: removes and adds together
+    assert dt.history(1)[0]["desi_ard.replaced"] == f"coadd_key = '{keys[0]}'"  # what it replaced, in the log
     acts = _add_actions(dt).sort("min.coadd_key")
     assert acts["min.coadd_key"].to_list() == keys and acts["max.coadd_key"].to_list() == keys
     assert acts["num_records"].to_list() == [2, 3]
