@@ -307,8 +307,9 @@ class _BinTable:
     astropy builds a Column object per column and per access, which made FIBERMAP/REDSHIFTS
     parsing ~20% of ingest time; the header says everything needed for fixed-width columns.
     TZERO/TSCAL are applied like astropy (the unsigned-integer convention by bit flip, else
-    float), L columns become bool. Tables with other formats (bit, complex, variable-length
-    arrays) return None from ``read`` and are left to astropy.
+    float), L columns become bool, vector columns stay flat (TDIM is not applied). Tables with
+    other formats (bit, complex, variable-length arrays) return None from ``read`` and are left
+    to astropy.
     """
 
     def __init__(self, rec: np.ndarray, names: list[str], scale: dict[str, tuple[float, float]], logical: set[str]):
