@@ -119,24 +119,23 @@ def write_partitions(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table, k
     except TableNotFoundError:
         _create(uri, spec, storage_options)
     if _is_local(uri) and not storage_options:
-        added: list[AddAction] = []
-        for attempt in range(8):
+        added: list[AddAction] = []  # written once, reused by every retry
+
+        def _commit() -> bool:
             dt = DeltaTable(uri)
             removes = _single_key_files(dt, keys)
             if removes is None:  # some file mixes keys (compacted): let delta-rs rewrite it
-                break
+                return False
             if not added:
-                added = _write_files(uri, spec, table)
-            try:
-                dt.create_write_transaction([*added, *removes], mode="append", schema=spec.schema,
-                                            partition_by=list(spec.partition_by) or None,
-                                            commit_properties=CommitProperties(
-                                                custom_metadata={"desi_ard.replaced": predicate}))
-                return table.num_rows
-            except CommitFailedError:
-                if attempt == 7:
-                    raise
-                time.sleep(0.05 * 2**attempt + random.random() * 0.05)
+                added.extend(_write_files(uri, spec, table))
+            dt.create_write_transaction([*added, *removes], mode="append", schema=spec.schema,
+                                        partition_by=list(spec.partition_by) or None,
+                                        commit_properties=CommitProperties(
+                                            custom_metadata={"desi_ard.replaced": predicate}))
+            return True
+
+        if _with_retry(_commit):
+            return table.num_rows
         for a in added:  # never committed
             os.remove(os.path.join(uri, a.path))
     _with_retry(_write)

@@ -53,8 +53,6 @@ def preprocess_partition(spectra: pl.DataFrame, usable: pl.DataFrame) -> tuple[p
         usable.select("coadd_key", "targetid", "usable"), on=["coadd_key", "targetid"], how="left")["usable"]
     arms = {a: (to_numpy_2d(spectra[f"flux_{a}"]), to_numpy_2d(spectra[f"ivar_{a}"]),
                 to_numpy_2d(spectra[f"mask_{a}"], np.int32)) for a in ARMS}
-    if spectra.height == 0:
-        arms = {a: (np.zeros((0, ARMS[a].npix), np.float32),) * 3 for a in ARMS}
     return preprocessed_rows(spectra.select(KEY_COLS), arms, ok.fill_null(False).to_numpy())
 
 

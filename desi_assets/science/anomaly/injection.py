@@ -242,16 +242,12 @@ def detectability_ceiling(snr: np.ndarray, kinds: np.ndarray, amplitudes: np.nda
     snr = np.asarray(snr, dtype=np.float64)
     kinds = np.asarray(kinds).astype(str)
     amps = np.asarray(amplitudes, dtype=np.float64)
+    mid = np.array([np.sqrt(AMPLITUDE_RANGES[x][0] * AMPLITUDE_RANGES[x][1]) if x in AMPLITUDE_RANGES else np.inf
+                    for x in kinds])  # per injection; unknown kinds are never "strong"
     out: dict[str, dict[str, float]] = {}
     for k in list(dict.fromkeys(kinds.tolist())) + ["overall"]:
         m = np.ones(kinds.shape, bool) if k == "overall" else kinds == k
-        if k in AMPLITUDE_RANGES:
-            lo, hi, _ = AMPLITUDE_RANGES[k]
-            strong = m & (amps >= np.sqrt(lo * hi))
-        else:
-            strong = m & np.isin(kinds, list(AMPLITUDE_RANGES)) & (
-                amps >= np.array([np.sqrt(AMPLITUDE_RANGES[x][0] * AMPLITUDE_RANGES[x][1])
-                                  if x in AMPLITUDE_RANGES else np.inf for x in kinds]))
+        strong = m & (amps >= mid)
         out[k] = {
             "n": int(m.sum()),
             "frac_detectable": float(np.mean(snr[m] >= min_snr)) if m.any() else float("nan"),
