@@ -6,7 +6,8 @@
 Reuses bench/out/mock50/ (written by bench/ingest.py, or here on first use) and, once, ingests it
 through Dagster (coadd_job) into bench/out/anomaly/lake-mock50 and trains a short BigAE there
 (--epochs, default 10: throughput does not depend on model quality). Then, --repeat times each:
-  1. pure:    reconstruct (BigAE, torch CPU) + score_spectra on arrays already in memory;
+  1. pure:    score_with_model (inpaint, BigAE reconstruct on torch CPU, seed + χ² + local scores) on
+              arrays already in memory;
   2. inproc:  per batch of 25 partitions: read preprocessed_spectra + targets from Delta → score_frame
               (reconstruct, scores, labels, high-z signature) → write_partitions(anomaly_scores);
   3. dagster: run_partitioned(defs, "anomaly_scores_job", keys, instance, batch=25): the backfill
@@ -36,8 +37,12 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+#: Bump when the trained model's contents change (3: masked-bin training, model-error profile, local calibration).
+MODEL_FORMAT = 3
+
+
 def ensure_lake(survey: Path, lake: Path, epochs: int) -> list[str]:
-    """Ingest + preprocess + train once into lake (marker file); returns the partition keys."""
+    """Ingest + preprocess once, and train once per MODEL_FORMAT, into lake (marker file); returns the keys."""
     import dagster as dg
 
     from desi_assets.definitions import build_defs
@@ -47,20 +52,22 @@ def ensure_lake(survey: Path, lake: Path, epochs: int) -> list[str]:
 
     keys = [e.key for e in LocalArchive(root=str(survey)).list_entries()]
     marker = lake / "bench-anomaly.json"
-    if marker.exists():
-        return json.loads(marker.read_text())["keys"]
+    done = json.loads(marker.read_text()) if marker.exists() else {}
+    if done.get("model_format") == MODEL_FORMAT:
+        return done["keys"]
     ensure_dagster_home(str(lake))
     defs = build_defs(str(lake), str(survey))
     with dg.DagsterInstance.get() as inst:
         register_partitions(inst, keys)
-        t0 = time.perf_counter()
-        res = run_partitioned(defs, "coadd_job", keys, inst, batch=BATCH)
-        say(f"  ingested {len(keys)} files in {time.perf_counter() - t0:.0f} s (failed: {res.failed})")
+        if not done:
+            t0 = time.perf_counter()
+            res = run_partitioned(defs, "coadd_job", keys, inst, batch=BATCH)
+            say(f"  ingested {len(keys)} files in {time.perf_counter() - t0:.0f} s (failed: {res.failed})")
         t0 = time.perf_counter()
         dg.materialize([training_set, anomaly_model], instance=inst, resources=defs.resources,
                        run_config={"ops": {"anomaly_model": {"config": {"epochs": epochs, "num_threads": 1}}}})
         say(f"  trained BigAE ({epochs} epochs) in {time.perf_counter() - t0:.0f} s")
-    marker.write_text(json.dumps({"keys": keys}))
+    marker.write_text(json.dumps({"keys": keys, "model_format": MODEL_FORMAT}))
     return keys
 
 
@@ -90,31 +97,34 @@ def main() -> None:
     lake.mkdir(parents=True, exist_ok=True)
     keys = ensure_lake(survey, lake, args.epochs)
 
-    from desi_assets.defs.anomalies.assets import SCORE_INPUT_COLUMNS, current_model, score_frame, thresholds
+    from desi_assets.defs.anomalies.assets import (SCORE_INPUT_COLUMNS, current_local_model, current_model,
+                                                   score_frame, thresholds)
     from desi_assets.definitions import build_defs
     from desi_assets.runner import ensure_dagster_home, register_partitions, run_partitioned
-    from desi_assets.science.anomaly.scoring import score_spectra
-    from desi_assets.science.anomaly.training import reconstruct
+    from desi_assets.science.anomaly.scoring import score_with_model
     from desi_assets.storage.arrays import to_numpy_2d
     from desi_assets.storage.lakehouse import LakehouseResource
 
     lh = LakehouseResource(root=str(lake))
     model, version = current_model(lh)
-    thr, noise_thr = thresholds(lh)
+    thr, local_model = thresholds(lh), current_local_model(lh)
     n_total = lh.scan("preprocessed_spectra").select(pl.len()).collect().item()
     say(f"mock: {survey} ({len(keys)} files, {n_total} preprocessed spectra); model {version}; "
         f"torch threads {torch.get_num_threads()}")
 
     # 1. pure reconstruct + score on in-memory arrays
-    pre = lh.read("preprocessed_spectra", columns=["flux", "ivar"])
-    flux, ivar = to_numpy_2d(pre["flux"]), to_numpy_2d(pre["ivar"])
+    pre = lh.read("preprocessed_spectra", columns=["coadd_key", "targetid", "flux", "ivar", "masked_frac"]).join(
+        lh.read("targets", columns=["coadd_key", "targetid", "spectype", "z"]), on=["coadd_key", "targetid"],
+        how="left")
+    flux, ivar, masked = (to_numpy_2d(pre[c]) for c in ("flux", "ivar", "masked_frac"))
+    z, spectype = pre["z"].to_numpy(), pre["spectype"].to_numpy()
     del pre
     pure = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        score_spectra(flux, reconstruct(model, flux), ivar)
+        score_with_model(model, flux, ivar, masked, z, spectype, *local_model)
         pure.append(time.perf_counter() - t0)
-    del flux, ivar
+    del flux, ivar, masked
 
     # 2. in process: Delta -> score_frame -> Delta, per batch of 25 partitions
     inproc = []
@@ -126,7 +136,7 @@ def main() -> None:
             rows = lh.read("preprocessed_spectra", keys=ks, columns=SCORE_INPUT_COLUMNS).join(
                 lh.read("targets", keys=ks, columns=["coadd_key", "targetid", "spectype", "z"]),
                 on=["coadd_key", "targetid"], how="left")
-            out, _, _ = score_frame(rows, model, version, thr, noise_thr)
+            out, _, _ = score_frame(rows, model, version, thr, local_model)
             lh.write_partitions("anomaly_scores", out, ks)
             n += out.height
         inproc.append(time.perf_counter() - t0)

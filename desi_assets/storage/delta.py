@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
@@ -115,7 +115,7 @@ def write_partitions(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table, k
                         partition_by=list(spec.partition_by) or None, storage_options=storage_options)
 
     try:
-        DeltaTable(uri, storage_options=storage_options)
+        evolve_schema(DeltaTable(uri, storage_options=storage_options), spec)
     except TableNotFoundError:
         _create(uri, spec, storage_options)
     if _is_local(uri) and not storage_options:
@@ -238,6 +238,31 @@ def _stats(t: pa.Table, skip: set[str]) -> dict:
     return {"numRecords": t.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
+def evolve_schema(dt: DeltaTable, spec: TableSpec) -> list[str]:
+    """Add the nullable columns `spec` gained since the table was written, and update changed column docs.
+
+    Returns the added names; rows written before keep nulls there. Any other drift (a column the
+    spec dropped, a new non-nullable column) raises a SchemaError that says how to rebuild the table.
+    """
+    fields = {f.name: f for f in dt.schema().fields}
+    have = set(fields)
+    gone = sorted(have - set(spec.schema.names))
+    new = [f for f in spec.schema if f.name not in have]
+    rebuild = f"rebuild it: delete {dt.table_uri} and rematerialize its asset"
+    if gone:
+        raise SchemaError(f"table {spec.name!r} has columns {gone} that this version no longer writes; {rebuild}")
+    if any(not f.nullable for f in new):
+        raise SchemaError(f"table {spec.name!r} lacks required columns {[f.name for f in new if not f.nullable]}; "
+                          f"{rebuild}")
+    for f in spec.schema:  # delta-rs refuses writes whose field metadata differs from the table's
+        want = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+        if f.name in fields and want and dict(fields[f.name].metadata) != want:
+            dt.alter.set_column_metadata(f.name, want)
+    if new:
+        dt.alter.add_columns([Field.from_arrow(f) for f in new])
+    return [f.name for f in new]
+
+
 def _create(uri: str, spec: TableSpec, storage_options: dict[str, str] | None) -> None:
     def _mk():
         try:
@@ -264,6 +289,10 @@ def append(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table,
            storage_options: dict[str, str] | None = None) -> int:
     """Append rows in one commit; returns rows written."""
     table = conform(data, spec)
+    try:
+        evolve_schema(DeltaTable(uri, storage_options=storage_options), spec)
+    except TableNotFoundError:
+        pass
     _with_retry(lambda: write_deltalake(uri, table, mode="append",
                                         partition_by=list(spec.partition_by) or None,
                                         storage_options=storage_options))

@@ -151,6 +151,7 @@ TRAINING_SET = TableSpec(
         _f("split", pa.string(), "train or val"),
         _f("flux", F32L, "496-bin normalised flux (copied from preprocessed_spectra)"),
         _f("ivar", F32L, "496-bin normalised inverse variance"),
+        _f("masked_frac", F32L, "fraction of each bin's 16 pixels that were masked"),
     ]),
     "Class-balanced (GALAXY/QSO/STAR) sample across partitions, with a validation split.",
     partition_by=(), partition_scoped=False,
@@ -170,15 +171,25 @@ ANOMALY_SCORES = TableSpec(
         _f("dominance", pa.string(), "B_DOMINANT, R_DOMINANT, Z_DOMINANT, MULTI_BAND or ARTIFACT_SUSPECT"),
         _f("category", pa.string(), "seed category (ARTIFACT_SUSPECT, GENUINELY_NOVEL, HIGH_Z_CANDIDATE, UNUSUAL_AGN, UNUSUAL_GALAXY)"),
         _f("is_anomaly", pa.bool_(), "score > threshold"),
-        _f("chi2_b", pa.float64(), "b-arm reduced chi2 of the reconstruction (ivar-weighted)"),
+        _f("chi2_b", pa.float64(), "b-arm reduced chi2 of the reconstruction (ivar-weighted; bins holding masked "
+                                   "pixels left out)"),
         _f("chi2_r", pa.float64(), "r-arm reduced chi2"),
         _f("chi2_z", pa.float64(), "z-arm reduced chi2"),
         _f("score_noise_aware", pa.float64(), "chi2_b + chi2_r + chi2_z"),
         _f("is_anomaly_noise_aware", pa.bool_(), "score_noise_aware > its threshold"),
+        _f("score_local", pa.float64(), "max(local_sigma, arm_step_sigma), each over its clean 90th percentile for the "
+                                        "spectrum's class (dimensionless; science.anomaly.local)"),
+        _f("local_sigma", pa.float64(), "significance (sigma) of the strongest 1-13-bin residual feature after noise "
+                                        "and model error"),
+        _f("local_wave", pa.float64(), "observed wavelength (Angstrom) of that feature's centre"),
+        _f("local_width_bins", pa.int32(), "width of that feature in 12.8 Angstrom bins"),
+        _f("arm_step_sigma", pa.float64(), "significance (sigma) of the largest fractional-residual step across the "
+                                           "b/r or r/z arm boundary"),
+        _f("is_anomaly_local", pa.bool_(), "score_local > its threshold"),
         _f("highz_signature", pa.bool_(), "blue-arm Lya/forest signature of z > 2"),
         _f("model_version", pa.string(), "anomaly_model version that produced the row"),
     ]),
-    "Autoencoder anomaly scores per spectrum: the seed score and a noise-aware chi2 score.",
+    "Autoencoder anomaly scores per spectrum: the seed score, a noise-aware chi2 score and a localised significance.",
 )
 
 INJECTION_RESULTS = TableSpec(
@@ -189,6 +200,7 @@ INJECTION_RESULTS = TableSpec(
         _f("amplitude", pa.float64(), "injected amplitude in the kind's unit (see science.anomaly.injection)"),
         _f("score", pa.float64(), "seed score after injection"),
         _f("score_noise_aware", pa.float64(), "noise-aware score after injection"),
+        _f("score_local", pa.float64(), "localised score after injection"),
         _f("model_version", pa.string(), "anomaly_model version"),
     ]),
     "Injection/recovery trials on held-out normal spectra.",

@@ -24,6 +24,7 @@ from desi_assets.defs.anomalies.assets import (
     anomaly_model,
     anomaly_scores,
     current_model,
+    current_local_model,
     training_set,
 )
 from desi_assets.defs.anomalies.checks import ALL_CHECKS, anomaly_summary, training_class_balance
@@ -109,6 +110,15 @@ def test_materialized_layer_records_model_version_and_runs_every_check(lake):
     assert lake["checks"]["training_class_balance"]
     pointer = lh.current_model(MODEL_NAME)
     assert pointer["version"] == version and np.isfinite(pointer["noise_aware_threshold"])
+    assert pointer["local_threshold"] > 1.0  # above the clean 90th percentile it is scaled by
+    # the localised score: finite, located inside the grid, ~1% flagged like its calibration
+    assert np.isfinite(scores["score_local"].to_numpy()).all() and scores["local_sigma"].min() > 0
+    assert scores["local_wave"].is_between(3600, 9825).all() and (scores["arm_step_sigma"] >= 0).all()
+    assert scores["local_width_bins"].is_in([1, 2, 3, 5, 8, 13]).all()
+    assert 0.001 < scores["is_anomaly_local"].mean() < 0.2
+    me, cal = current_local_model(lh)
+    assert set(me.variance) == {"GALAXY", "QSO", "STAR"} and all(np.all(v >= 0) for v in me.variance.values())
+    assert set(cal.box) == set(cal.step) == {"ALL", "GALAXY", "QSO", "STAR"}
     inj = lh.read("injection_results")
     assert set(inj["kind"].unique()) >= {"clean", "bal", "cosmic_ray"} and inj["model_version"].unique().to_list() == [
         version]
@@ -204,7 +214,7 @@ def test_real_spectra_are_scored_or_excluded_with_a_reason(lake, tmp_path):
             continue
         t = lh.read("targets", columns=["coadd_key", "targetid", "usable", "quality_reason"])
         s = lh.read("anomaly_scores", columns=["coadd_key", "targetid", "score", "score_noise_aware",
-                                               "model_version"])
+                                               "score_local", "model_version"])
         scored = t.join(s, on=["coadd_key", "targetid"], how="left")
         excluded = scored.filter(pl.col("score").is_null())
         assert (~excluded["usable"]).all() and (excluded["quality_reason"] != "OK").all(), excluded
@@ -212,6 +222,7 @@ def test_real_spectra_are_scored_or_excluded_with_a_reason(lake, tmp_path):
         got = scored.filter(pl.col("score").is_not_null())
         assert got["usable"].all()
         assert np.isfinite(got["score"].to_numpy()).all() and np.isfinite(got["score_noise_aware"].to_numpy()).all()
+        assert np.isfinite(got["score_local"].to_numpy()).all()
         assert (got["model_version"] == src["version"]).all()
         seen += t.height
     assert seen > 0

@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import time
+from typing import NamedTuple
 
 import dagster as dg
 import numpy as np
@@ -15,6 +16,7 @@ from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.defs.preprocess.assets import preprocessed_spectra
 from desi_assets.science.anomaly import injection, scoring
 from desi_assets.science.anomaly.bigae import BigAE, count_parameters, load_model, save_model
+from desi_assets.science.anomaly.local import LocalCalibration, ModelError, fit_model_error, inpaint_bins
 from desi_assets.science.anomaly.training import TrainConfig, plot_loss_curve, reconstruct, train_autoencoder
 from desi_assets.science.wavelength import binned_wavelength
 from desi_assets.storage.arrays import to_numpy_2d
@@ -42,7 +44,7 @@ class TrainingSetConfig(dg.Config):
 class AnomalyModelConfig(dg.Config):
     """BigAE training hyper-parameters; device 'auto' uses a GPU when present."""
 
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -72,6 +74,9 @@ class ScoringConfig(dg.Config):
     noise_aware_threshold: float | None = Field(
         default=None, description="threshold on score_noise_aware; None = the model's calibrated value (FPR 1% on "
                                   "its clean validation split, stored with the model); 15.0 if the model has none")
+    local_threshold: float | None = Field(
+        default=None, description="threshold on score_local (multiples of a clean spectrum's 90th percentile); None = "
+                                  "the model's calibrated value (FPR 1% on its clean validation split); 3.0 if none")
     gallery_size: int = 6
     make_plot: bool = True
 
@@ -134,10 +139,12 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
     """Sample equal numbers of each redrock class from usable, ZWARN==0 spectra."""
     ids = candidates(lakehouse)
     chosen = balanced_sample(ids, config.per_class, config.val_fraction, config.seed, config.upsample)
-    flux = chosen.join(lakehouse.scan("preprocessed_spectra").select("coadd_key", "targetid", "flux", "ivar")
+    flux = chosen.join(lakehouse.scan("preprocessed_spectra").select("coadd_key", "targetid", "flux", "ivar",
+                                                                       "masked_frac")
                        .join(chosen.lazy().select("coadd_key", "targetid").unique(), on=["coadd_key", "targetid"],
                              how="semi").collect(), on=["coadd_key", "targetid"], how="left")
-    lakehouse.overwrite("training_set", flux.select("coadd_key", "targetid", "spectype", "z", "split", "flux", "ivar"))
+    lakehouse.overwrite("training_set", flux.select("coadd_key", "targetid", "spectype", "z", "split", "flux", "ivar",
+                                                    "masked_frac"))
     counts = dict(flux.group_by("spectype").len().iter_rows())
     return dg.MaterializeResult(metadata={
         "rows": flux.height, "per_class": counts, "val_rows": int((flux["split"] == "val").sum()),
@@ -149,10 +156,18 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
           description="BigAE autoencoder (496-512-256-128 and mirror) trained with MSE and early stopping.")
 def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyModelConfig,
                   lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    """Train BigAE on the training split, early-stop on val, save a versioned model file."""
+    """Train BigAE on the training split, early-stop on val, save a versioned model file.
+
+    Bins whose seed-binned flux holds pipeline-masked pixels (masked cosmic rays, dead columns) are
+    inpainted in the input and left out of the MSE: they are unpredictable by construction and
+    otherwise dominate the loss. The model's rest-frame error profile (for ``score_local``) is
+    measured on the training split; the noise-aware and local thresholds are calibrated on val.
+    """
     ts = lakehouse.read("training_set")
     ts_version = lakehouse.version("training_set")
-    x = to_numpy_2d(ts["flux"])
+    flux, ivar = to_numpy_2d(ts["flux"]), to_numpy_2d(ts["ivar"])
+    bad = to_numpy_2d(ts["masked_frac"]) > 0
+    x = inpaint_bins(flux, bad)
     val = (ts["split"] == "val").to_numpy()
     cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                       weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
@@ -161,18 +176,26 @@ def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyModelConfig,
     def progress(epoch: int, tr: float, va: float) -> None:
         context.log.info(f"epoch {epoch}: train MSE {tr:.5f}, val MSE {va:.5f}")
 
-    result = train_autoencoder(x[~val], x[val], cfg, progress)
+    result = train_autoencoder(x[~val], x[val], cfg, progress, left_out_train=bad[~val], left_out_val=bad[val])
     result.model.cpu()
     models = lakehouse.artifact_dir("models")
-    xv = x[val]
-    sv = scoring.score_spectra(xv, reconstruct(result.model, xv), to_numpy_2d(ts["ivar"])[val])
+    z, spectype = ts["z"].to_numpy(), ts["spectype"].to_numpy()
+    tr = (ts.with_row_index("row").filter(~pl.Series(val)).unique(["coadd_key", "targetid"], keep="first")
+          ["row"].to_numpy())  # each upsampled training spectrum once
+    model_error = fit_model_error(flux[tr], reconstruct(result.model, x[tr]), ivar[tr], bad[tr], z[tr], spectype[tr])
+    sv = scoring.score_with_model(result.model, flux[val], ivar[val], bad[val], z[val], spectype[val], model_error)
+    calibration = LocalCalibration.fit(sv.local, spectype[val])
+    score_local = calibration.score(sv.local, spectype[val])
     q = 1.0 - config.calibration_fpr
     meta = {"training_set_version": ts_version, "best_epoch": result.best_epoch,
             "val_mse": min(h[2] for h in result.history), "device": str(cfg.resolved_device()),
-            "noise_aware_threshold": float(np.nanquantile(sv.score_noise_aware, q)),
-            "seed_score_val_quantile": float(np.nanquantile(sv.score, q)), "calibration_fpr": config.calibration_fpr}
+            "noise_aware_threshold": float(np.nanquantile(sv.table.score_noise_aware, q)),
+            "local_threshold": float(np.nanquantile(score_local, q)),
+            "seed_score_val_quantile": float(np.nanquantile(sv.table.score, q)),
+            "calibration_fpr": config.calibration_fpr}
     tmp = models / "anomaly_model-new.pt"
-    version = save_model(result.model, tmp, meta)
+    version = save_model(result.model, tmp, meta | {"model_error": model_error.to_json(),
+                                                    "local_calibration": calibration.to_json()})
     path = models / f"anomaly_model-{version}.pt"
     tmp.replace(path)
     lakehouse.publish_model(MODEL_NAME, path, version, meta)
@@ -182,7 +205,7 @@ def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyModelConfig,
         "parameters": count_parameters(result.model), "train_rows": int((~val).sum()), "val_rows": int(val.sum()),
         "best_epoch": result.best_epoch, "val_mse": meta["val_mse"], "seconds": round(result.seconds, 1),
         "device": meta["device"], "training_set_version": ts_version,
-        "noise_aware_threshold": meta["noise_aware_threshold"],
+        "noise_aware_threshold": meta["noise_aware_threshold"], "local_threshold": meta["local_threshold"],
         "seed_score_val_quantile": meta["seed_score_val_quantile"],
         "loss_curve": dg.MetadataValue.path(str(curve))})
 
@@ -199,41 +222,71 @@ def current_model(lakehouse: LakehouseResource) -> tuple[BigAE, str]:
     return model, meta["version"]
 
 
-#: Fallback noise-aware threshold for models saved without a calibrated one.
+class LocalModel(NamedTuple):
+    """What score_local needs besides BigAE: the rest-frame model error and the per-class calibration."""
+
+    model_error: ModelError
+    calibration: LocalCalibration
+
+
+def current_local_model(lakehouse: LakehouseResource) -> LocalModel:
+    """The published model's error profile and local calibration (empty for models saved without them)."""
+    _, meta = _load(lakehouse.current_model(MODEL_NAME)["path"])
+    return LocalModel(ModelError.from_json(meta.get("model_error")),
+                      LocalCalibration.from_json(meta.get("local_calibration")))
+
+
+#: Fallback thresholds for models saved without calibrated ones (χ² sum; score_local).
 FALLBACK_NOISE_AWARE_THRESHOLD = 15.0
+FALLBACK_LOCAL_THRESHOLD = 3.0
 
 
-def thresholds(lakehouse: LakehouseResource, config: "ScoringConfig | None" = None) -> tuple[float, float]:
-    """(seed threshold, noise-aware threshold): config values, the latter defaulting to the model's calibration."""
+class Thresholds(NamedTuple):
+    """Anomaly thresholds: seed score (dimensionless), noise-aware χ² sum, score_local (dimensionless)."""
+
+    seed: float
+    noise_aware: float
+    local: float
+
+
+def thresholds(lakehouse: LakehouseResource, config: "ScoringConfig | None" = None) -> Thresholds:
+    """Config thresholds; the noise-aware and local ones default to the model's calibration."""
     config = config or ScoringConfig()
-    if config.noise_aware_threshold is not None:
-        return config.threshold, float(config.noise_aware_threshold)
-    pointer = lakehouse.current_model(MODEL_NAME)
-    _, meta = _load(pointer["path"])
-    return config.threshold, float(meta.get("noise_aware_threshold", FALLBACK_NOISE_AWARE_THRESHOLD))
+    meta: dict = {}
+    if config.noise_aware_threshold is None or config.local_threshold is None:
+        _, meta = _load(lakehouse.current_model(MODEL_NAME)["path"])
+    pick = lambda given, key, fallback: float(given if given is not None else meta.get(key, fallback))  # noqa: E731
+    return Thresholds(config.threshold,
+                      pick(config.noise_aware_threshold, "noise_aware_threshold", FALLBACK_NOISE_AWARE_THRESHOLD),
+                      pick(config.local_threshold, "local_threshold", FALLBACK_LOCAL_THRESHOLD))
 
 
-#: preprocessed_spectra columns scoring needs (masked_frac, a list column, is not read).
-SCORE_INPUT_COLUMNS = ["coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid", "flux", "ivar"]
+#: preprocessed_spectra columns scoring needs.
+SCORE_INPUT_COLUMNS = ["coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid", "flux", "ivar",
+                       "masked_frac"]
 
 
-def score_frame(rows: pl.DataFrame, model: BigAE, version: str, threshold: float,
-                noise_threshold: float) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+def score_frame(rows: pl.DataFrame, model: BigAE, version: str, thr: Thresholds,
+                local_model: LocalModel | None = None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """Anomaly-score rows for preprocessed rows joined with spectype/z; also the reconstructions and the flux."""
     flux, ivar = to_numpy_2d(rows["flux"]), to_numpy_2d(rows["ivar"])
-    recon = reconstruct(model, flux)
-    s = scoring.score_spectra(flux, recon, ivar)
+    masked = to_numpy_2d(rows["masked_frac"]) if "masked_frac" in rows.columns else None
     z = rows["z"].fill_null(np.nan).to_numpy()
     spectype = rows["spectype"].fill_null("").to_numpy()
+    scored = scoring.score_with_model(model, flux, ivar, masked, z, spectype, *(local_model or ()))
+    s, loc, recon = scored.table, scored.local, scored.recon
     hz = scoring.highz_signature(flux, z)
     out = rows.select("coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid").with_columns(
         score=s.score, r_b=s.r_b, r_r=s.r_r, r_z=s.r_z, frac_b=s.frac_b, frac_r=s.frac_r, frac_z=s.frac_z,
         worst_band=pl.Series(s.worst_band.astype(str)),
         dominance=pl.Series(scoring.dominance_labels(s.score, s.frac_b, s.frac_r, s.frac_z)),
         category=pl.Series(scoring.categorize(s.score, s.frac_b, s.frac_r, s.frac_z, spectype, hz, z)),
-        is_anomaly=scoring.is_anomaly(s.score, threshold),
+        is_anomaly=scoring.is_anomaly(s.score, thr.seed),
         chi2_b=s.chi2_b, chi2_r=s.chi2_r, chi2_z=s.chi2_z, score_noise_aware=s.score_noise_aware,
-        is_anomaly_noise_aware=scoring.is_anomaly(s.score_noise_aware, noise_threshold),
+        is_anomaly_noise_aware=scoring.is_anomaly(s.score_noise_aware, thr.noise_aware),
+        score_local=scored.score_local, local_sigma=loc.score, local_wave=loc.wave_a,
+        local_width_bins=pl.Series(loc.width_bins, dtype=pl.Int32), arm_step_sigma=loc.step_sigma,
+        is_anomaly_local=scoring.is_anomaly(scored.score_local, thr.local),
         highz_signature=hz, model_version=pl.lit(version))
     return out, recon, flux
 
@@ -263,14 +316,15 @@ def anomaly_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     pre = lakehouse.read("preprocessed_spectra", keys=keys, columns=SCORE_INPUT_COLUMNS)
     meta_cols = lakehouse.read("targets", keys=keys, columns=["coadd_key", "targetid", "spectype", "z"])
     rows = pre.join(meta_cols, on=["coadd_key", "targetid"], how="left")
-    thr, noise_thr = thresholds(lakehouse, config)
-    out, recon, flux = score_frame(rows, model, version, thr, noise_thr)
+    thr = thresholds(lakehouse, config)
+    out, recon, flux = score_frame(rows, model, version, thr, current_local_model(lakehouse))
     lakehouse.write_partitions("anomaly_scores", out, keys)
     seconds = time.perf_counter() - t0
     meta = {
         "partitions": len(keys), "rows": out.height, "model_version": version,
-        "threshold": thr, "noise_aware_threshold": noise_thr,
+        "threshold": thr.seed, "noise_aware_threshold": thr.noise_aware, "local_threshold": thr.local,
         "anomalies": int(out["is_anomaly"].sum()), "anomalies_noise_aware": int(out["is_anomaly_noise_aware"].sum()),
+        "anomalies_local": int(out["is_anomaly_local"].sum()),
         "categories_of_anomalies": dict(out.filter("is_anomaly").group_by("category").len().iter_rows()),
         "median_score": float(out["score"].median()) if out.height else 0.0,
         "seconds": round(seconds, 3), "spectra_per_s": round(out.height / seconds, 1) if seconds else 0.0,
@@ -281,18 +335,30 @@ def anomaly_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     return dg.MaterializeResult(metadata=meta)
 
 
-def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: np.ndarray, model: BigAE,
-                  per_kind: int, seed: int) -> pl.DataFrame:
-    """Clean and injected trials on normal spectra: one row per trial with both scores.
+#: The score columns the injection report compares.
+SCORE_COLUMNS = ("score", "score_noise_aware", "score_local")
 
-    Column ``snr`` is the injection's noise-limited S/N (:func:`injection.injected_snr`, 0 for
-    clean rows): what a perfect model would see. It is not stored in ``injection_results``.
+
+def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: np.ndarray, model: BigAE,
+                  per_kind: int, seed: int, masked_frac: np.ndarray | None = None,
+                  local_model: LocalModel | None = None) -> pl.DataFrame:
+    """Clean and injected trials on normal spectra: one row per trial with every score (SCORE_COLUMNS).
+
+    Injected copies keep their host's masked bins. Column ``snr`` is the injection's noise-limited
+    S/N (:func:`injection.injected_snr`, 0 for clean rows): what a perfect model would see. It is
+    not stored in ``injection_results``.
     """
     rng = np.random.default_rng(seed)
     wave = binned_wavelength()
-    s0 = scoring.score_spectra(flux, reconstruct(model, flux), ivar)
-    frames = [pl.DataFrame({"row": np.arange(len(flux)), "kind": "clean", "amplitude": 0.0,
-                            "score": s0.score, "score_noise_aware": s0.score_noise_aware, "snr": 0.0})]
+    masked = np.zeros(flux.shape, np.float32) if masked_frac is None else np.asarray(masked_frac)
+
+    def scores(rows: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
+        sc = scoring.score_with_model(model, f, ivar[rows], masked[rows], z[rows], spectype[rows],
+                                      *(local_model or ()))
+        return {"score": sc.table.score, "score_noise_aware": sc.table.score_noise_aware, "score_local": sc.score_local}
+
+    everyone = np.arange(len(flux))
+    frames = [pl.DataFrame({"row": everyone, "kind": "clean", "amplitude": 0.0, **scores(everyone, flux), "snr": 0.0})]
     for kind in injection.INJECTION_KINDS:
         idx = rng.choice(len(flux), size=min(per_kind, len(flux)), replace=False)
         if kind == "bal":  # troughs belong to quasars where there are enough of them
@@ -301,16 +367,14 @@ def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: n
                 idx = rng.choice(qso, size=min(per_kind, qso.size), replace=qso.size < per_kind)
         amp = injection.draw_amplitudes(kind, idx.size, rng)
         fi = injection.inject(flux[idx], ivar[idx], z[idx], wave, kind, amp, rng, spectype=spectype[idx])
-        s = scoring.score_spectra(fi, reconstruct(model, fi), ivar[idx])
-        frames.append(pl.DataFrame({"row": idx, "kind": kind, "amplitude": amp, "score": s.score,
-                                    "score_noise_aware": s.score_noise_aware,
+        frames.append(pl.DataFrame({"row": idx, "kind": kind, "amplitude": amp, **scores(idx, fi),
                                     "snr": injection.injected_snr(flux[idx], fi, ivar[idx])}))
     return pl.concat(frames)
 
 
 @dg.asset(group_name="anomalies", kinds={"delta"}, deps=[anomaly_model, training_set],
           description="Injects BAL troughs, strong lines, dead segments, calibration jumps, cosmic rays and broad "
-                      "Balmer lines into held-out normal spectra and measures recovery for both scores.")
+                      "Balmer lines into held-out normal spectra and measures recovery for every score.")
 def anomaly_injection(context: dg.AssetExecutionContext, config: InjectionConfig,
                       lakehouse: LakehouseResource) -> dg.MaterializeResult:
     """Injection/recovery on the validation split of the training set."""
@@ -318,10 +382,11 @@ def anomaly_injection(context: dg.AssetExecutionContext, config: InjectionConfig
     val = lakehouse.read("training_set").filter(pl.col("split") == "val")
     flux, ivar = to_numpy_2d(val["flux"]), to_numpy_2d(val["ivar"])
     trials = run_injection(flux, ivar, val["z"].to_numpy(), val["spectype"].to_numpy(), model,
-                           config.per_kind, config.seed)
+                           config.per_kind, config.seed, to_numpy_2d(val["masked_frac"]),
+                           current_local_model(lakehouse))
     trials = trials.with_columns(targetid=val["targetid"].gather(trials["row"]), model_version=pl.lit(version))
     lakehouse.overwrite("injection_results", trials.drop("row", "snr"))
-    reports = injection_reports(trials, *thresholds(lakehouse), config.max_fpr)
+    reports = injection_reports(trials, thresholds(lakehouse), config.max_fpr)
     plots = lakehouse.artifact_dir("plots") / "anomaly_injection"
     plots.mkdir(parents=True, exist_ok=True)
     inj = trials.filter(pl.col("kind") != "clean")
@@ -340,16 +405,14 @@ def anomaly_injection(context: dg.AssetExecutionContext, config: InjectionConfig
     return dg.MaterializeResult(metadata=meta)
 
 
-def injection_reports(trials: pl.DataFrame, threshold: float, noise_threshold: float,
-                      max_fpr: float) -> dict[str, dict]:
-    """Recovery reports for both scores from a trials table (kind 'clean' rows are the negatives)."""
+def injection_reports(trials: pl.DataFrame, thr: Thresholds, max_fpr: float) -> dict[str, dict]:
+    """Recovery report per score column present in trials (kind 'clean' rows are the negatives)."""
     clean = trials.filter(pl.col("kind") == "clean")
     inj = trials.filter(pl.col("kind") != "clean")
-    out = {}
-    for name, col, thr in (("score", "score", threshold), ("score_noise_aware", "score_noise_aware", noise_threshold)):
-        out[name] = injection.recovery_report(clean[col].to_numpy(), inj[col].to_numpy(), inj["kind"].to_numpy(),
-                                              inj["amplitude"].to_numpy(), threshold=thr, max_fpr=max_fpr)
-    return out
+    by_col = dict(zip(SCORE_COLUMNS, (thr.seed, thr.noise_aware, thr.local)))
+    return {col: injection.recovery_report(clean[col].to_numpy(), inj[col].to_numpy(), inj["kind"].to_numpy(),
+                                           inj["amplitude"].to_numpy(), threshold=t, max_fpr=max_fpr)
+            for col, t in by_col.items() if col in trials.columns}
 
 
 def summarise(report: dict) -> dict:

@@ -282,21 +282,18 @@ def b_band_dominance(
     )
 
 
-def injection_recovery(
-    report_seed: dict[str, dict[str, Any]], report_noise_aware: dict[str, dict[str, Any]] | None = None,
-    min_recovery: float = 0.8,
-) -> ControlResult:
-    """Overall recovery (fraction) at the FPR ≤ 1% threshold for the better of the two scores."""
-    stat = {"recovery_at_fpr1_score": float(report_seed["overall"]["recovery_at_fpr1"])}
-    if report_noise_aware is not None:
-        stat["recovery_at_fpr1_score_noise_aware"] = float(report_noise_aware["overall"]["recovery_at_fpr1"])
-    best = max(v for v in stat.values() if np.isfinite(v)) if any(np.isfinite(v) for v in stat.values()) else float("nan")
+def injection_recovery(reports: dict[str, dict[str, dict[str, Any]]], min_recovery: float = 0.8) -> ControlResult:
+    """Overall recovery (fraction) at the FPR ≤ 1% threshold for the best of the named scores' reports."""
+    stat = {f"recovery_at_fpr1_{name}": float(rep["overall"]["recovery_at_fpr1"]) for name, rep in reports.items()}
+    finite = [v for v in stat.values() if np.isfinite(v)]
+    best = max(finite) if finite else float("nan")
     stat["best"] = best
-    for k, r in report_seed.items():
-        if k != "overall":
-            stat[f"seed_{k}_recovery_at_fpr1"] = float(r["recovery_at_fpr1"])
+    for name, rep in reports.items():
+        for k, r in rep.items():
+            if k != "overall":
+                stat[f"{name}_{k}_recovery_at_fpr1"] = float(r["recovery_at_fpr1"])
     return ControlResult(
         "injection_recovery", stat, min_recovery, bool(np.isfinite(best) and best >= min_recovery),
         f"Overall injected-anomaly recovery ≥ {min_recovery} at the threshold giving FPR ≤ 1% on clean "
-        "spectra, for the better of the seed and noise-aware scores.",
+        f"spectra, for the best of the scores ({', '.join(reports)}).",
     )

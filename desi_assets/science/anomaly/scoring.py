@@ -21,6 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from desi_assets.science.anomaly.local import (
+    LocalCalibration, LocalScore, ModelError, inpaint_bins, local_significance,
+)
 from desi_assets.science.wavelength import ARM_NAMES, arm_bin_slices, binned_wavelength
 
 #: Default anomaly threshold on the seed score (dimensionless).
@@ -103,6 +106,56 @@ def score_spectra(flux: np.ndarray, recon: np.ndarray, ivar: np.ndarray) -> Scor
         chi2_b=chi2["b"], chi2_r=chi2["r"], chi2_z=chi2["z"],
         score_noise_aware=na, noise_aware_ok=np.isfinite(na),
     )
+
+
+@dataclass
+class ModelScores:
+    """Every score of a batch: seed + χ² table, local components, score_local, reconstruction (normalised flux)."""
+
+    table: ScoreTable
+    local: LocalScore
+    score_local: np.ndarray
+    recon: np.ndarray
+
+
+def score_with_model(model, flux: np.ndarray, ivar: np.ndarray, masked_frac: np.ndarray | None = None,
+                     z: np.ndarray | None = None, spectype: np.ndarray | None = None,
+                     model_error: ModelError | None = None,
+                     calibration: LocalCalibration | None = None) -> ModelScores:
+    """Reconstruct normalised flux (N,496) with masked bins inpainted, then the seed, χ² and local scores.
+
+    Bins with ``masked_frac > 0`` hold pipeline-masked pixels in their seed-binned flux: the model
+    sees them interpolated, and they leave the noise-aware χ² and the local score (the seed score
+    keeps every bin, as the seed did). ``z``/``spectype`` select the model-error profile and the
+    per-class calibration of ``score_local`` (without a calibration it is the box significance, σ).
+    Works in blocks of ``_CHUNK`` rows.
+    """
+    n = np.shape(flux)[0]
+    types = np.full(n, "") if spectype is None else np.asarray(spectype)
+    use_model_error = model_error is not None and bool(model_error.variance) and z is not None
+    parts = []
+    for s0 in range(0, max(n, 1), _CHUNK):
+        sl = slice(s0, min(n, s0 + _CHUNK))
+        parts.append(_score_block(model, np.asarray(flux[sl], np.float32), np.asarray(ivar[sl], np.float32),
+                                  None if masked_frac is None else np.asarray(masked_frac[sl]) > 0,
+                                  model_error.bin_variance(np.asarray(z)[sl], types[sl]) if use_model_error else 0.0,
+                                  types[sl], calibration or LocalCalibration()))
+    return ModelScores(
+        ScoreTable(**{f.name: np.concatenate([getattr(p.table, f.name) for p in parts]) for f in fields(ScoreTable)}),
+        LocalScore(*(np.concatenate([getattr(p.local, k) for p in parts])
+                     for k in ("score", "wave_a", "width_bins", "step_sigma"))),
+        np.concatenate([p.score_local for p in parts]), np.concatenate([p.recon for p in parts]))
+
+
+def _score_block(model, flux, ivar, bad, model_var, types, calibration) -> ModelScores:
+    from desi_assets.science.anomaly.training import reconstruct
+
+    if bad is None:
+        bad = np.zeros(flux.shape, bool)
+    recon = reconstruct(model, inpaint_bins(flux, bad) if bad.any() else flux)
+    table = score_spectra(flux, recon, np.where(bad, np.float32(0), ivar))
+    local = local_significance(flux, recon, ivar, bad, model_var)
+    return ModelScores(table, local, calibration.score(local, types), recon)
 
 
 def is_anomaly(score: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -241,19 +294,16 @@ def normalise_binned(raw_flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_score_fn(
-    model, which: str = "score", raw_ivar: np.ndarray | None = None, batch_size: int = 8192,
+    model, which: str = "score", raw_ivar: np.ndarray | None = None, masked_frac: np.ndarray | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """Callable raw binned flux (N,496) → score (N,) including normalisation, for the bias controls."""
-    from desi_assets.science.anomaly.training import reconstruct
+    """Callable raw binned flux (N,496) → score column `which` (N,) including normalisation, for the bias controls."""
 
     def fn(raw_flux: np.ndarray) -> np.ndarray:
         fn_flux, norm = normalise_binned(raw_flux)
-        recon = reconstruct(model, fn_flux, batch_size=batch_size)
         if raw_ivar is None:
             ivar = np.ones_like(fn_flux)
         else:
             ivar = (np.asarray(raw_ivar, dtype=np.float64) * norm[:, None] ** 2).astype(np.float32)
-        table = score_spectra(fn_flux, recon, ivar)
-        return getattr(table, which)
+        return getattr(score_with_model(model, fn_flux, ivar, masked_frac).table, which)
 
     return fn

@@ -25,7 +25,7 @@ class TrainConfig:
     CPU runs are deterministic for a given seed and thread count.
     """
 
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -57,15 +57,26 @@ def _as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _mse(model: nn.Module, x: torch.Tensor, batch_size: int = 8192) -> float:
-    """Mean squared reconstruction error of x in eval mode (normalised flux²)."""
+def _mse(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None = None, batch_size: int = 8192) -> float:
+    """Mean squared reconstruction error of x in eval mode over bins with weight w (normalised flux²)."""
     model.eval()
-    total, n = 0.0, 0
+    total, n = 0.0, 0.0
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size]
-        total += float(((model(xb) - xb) ** 2).sum(dtype=torch.float64))
-        n += xb.numel()
-    return total / max(n, 1)
+        wb = torch.ones_like(xb) if w is None else w[i : i + batch_size]
+        total += float((wb * (model(xb) - xb) ** 2).sum(dtype=torch.float64))
+        n += float(wb.sum(dtype=torch.float64))
+    return total / max(n, 1.0)
+
+
+def _loss_weights(left_out: np.ndarray | None, x: np.ndarray, device: torch.device) -> torch.Tensor | None:
+    """1 for bins in the loss, 0 for left-out bins (None: all bins count)."""
+    if left_out is None:
+        return None
+    left_out = np.asarray(left_out, dtype=bool)
+    if left_out.shape != x.shape:
+        raise ValueError(f"left-out mask shape {left_out.shape} != data shape {x.shape}")
+    return _as_tensor(~left_out, device)
 
 
 def train_autoencoder(
@@ -73,8 +84,14 @@ def train_autoencoder(
     x_val: np.ndarray,
     config: TrainConfig | None = None,
     progress: Callable[[int, float, float], None] | None = None,
+    left_out_train: np.ndarray | None = None,
+    left_out_val: np.ndarray | None = None,
 ) -> TrainResult:
-    """Train BigAE with AdamW on MSE of normalised flux (N,496); early-stop on val MSE, restore the best weights."""
+    """Train BigAE with AdamW on MSE of normalised flux (N,496); early-stop on val MSE, restore the best weights.
+
+    ``left_out_*`` (bool, same shape as the data) mark bins left out of the MSE, e.g. bins whose
+    seed-binned flux contains pipeline-masked pixels (inpaint them in ``x`` first).
+    """
     config = config or TrainConfig()
     if x_train.ndim != 2 or x_val.ndim != 2:
         raise ValueError("x_train and x_val must be 2-D (N, n_bins)")
@@ -92,6 +109,8 @@ def train_autoencoder(
             gen = torch.Generator().manual_seed(config.seed)
             xt = _as_tensor(x_train, device)
             xv = _as_tensor(x_val, device)
+            wt = _loss_weights(left_out_train, x_train, device)
+            wv = _loss_weights(left_out_val, x_val, device)
             n = xt.shape[0]
             history: list[tuple[int, float, float]] = []
             best_val, best_epoch, best_state, bad = np.inf, 0, None, 0
@@ -104,14 +123,18 @@ def train_autoencoder(
                     if idx.numel() < 2:  # BatchNorm needs ≥2 samples in train mode
                         continue
                     xb = xt[idx]
-                    loss = torch.mean((model(xb) - xb) ** 2)
+                    if wt is None:
+                        loss = torch.mean((model(xb) - xb) ** 2)
+                    else:
+                        wb = wt[idx]
+                        loss = torch.sum(wb * (model(xb) - xb) ** 2) / wb.sum().clamp_min(1.0)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     tot += float(loss.detach()) * idx.numel()
                     cnt += idx.numel()
                 train_mse = tot / max(cnt, 1)
-                val_mse = _mse(model, xv)
+                val_mse = _mse(model, xv, wv)
                 history.append((epoch, train_mse, val_mse))
                 if progress is not None:
                     progress(epoch, train_mse, val_mse)
