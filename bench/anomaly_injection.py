@@ -15,7 +15,13 @@ Then prints:
   2. recovery of the mock's own injected anomalies (truth anomaly_class) from anomaly_scores: per
      class and score at the threshold giving FPR ≤ 1% on truth-normal objects;
   3. B-band dominance: B_DOMINANT share of the top 1% by the seed and the noise-aware score vs the
-     pure-noise expectation (score_local has no per-arm split).
+     pure-noise expectation (score_local has no per-arm split);
+  4. the real spectra in ../shared/data/desi-real (if present): each production ingested through
+     coadd_job into bench/out/anomaly/real/<prod>; broken and all-zero fibres are excluded with
+     their reason; the usable ones are scored with the demo model and used as injection hosts
+     (--real-per-kind trials per kind), reporting how many injections score above the catalog
+     threshold and above every clean real spectrum. Too few hosts for an FPR: a smoke test of
+     the method on real data, not a completeness measurement.
 Targets (issue): at FPR ≤ 1% the best score recovers ≥ 90% of each class in the stronger half and
 ≥ 80% overall.
 """
@@ -90,6 +96,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs when the lakehouse is built here")
     ap.add_argument("--per-kind", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--real", default=str(HERE.parent.parent / "shared" / "data" / "desi-real"),
+                    help="desi-real folder for section 4 ('' to skip)")
+    ap.add_argument("--real-per-kind", type=int, default=40)
     ap.add_argument("--keep-truth-anomalies", action="store_true",
                     help="keep the mock's own (truth-labelled) anomalies in the 'clean' held-out set")
     args = ap.parse_args()
@@ -202,8 +211,70 @@ def main() -> None:
     for c in SCORES[:2]:  # the local score has no per-arm split
         say(f"  {c:<18s} B_DOMINANT in top 1%: {st[f'b_frac_top_{c}']:.3f}   expected from per-arm noise alone: "
             f"{st[f'b_frac_expected_{c}']:.3f}   (margin {st[f'margin_{c}']:.3f})")
+    if args.real and Path(args.real).is_dir():
+        summary["real"] = real_spectra(Path(args.real), lh, model, thr["score_local"], args.real_per_kind, args.seed)
     (OUT / "injection-summary.json").write_text(json.dumps({"summary": summary, "b_dominance": st}, default=float,
                                                            indent=1))
+
+
+def real_spectra(real: Path, demo: "LakehouseResource", model, local_threshold: float, per_kind: int,
+                 seed: int) -> dict:
+    """Section 4: ingest each desi-real production, exclude bad fibres with reasons, inject into usable ones."""
+    import dagster as dg
+    import numpy as np
+    import polars as pl
+
+    from desi_assets.definitions import build_defs
+    from desi_assets.defs.anomalies.assets import MODEL_NAME, current_local_model, run_injection
+    from desi_assets.runner import register_partitions, run_partitioned
+    from desi_assets.sources.archives import LocalArchive
+    from desi_assets.storage.arrays import to_numpy_2d
+    from desi_assets.storage.lakehouse import LakehouseResource
+
+    say(f"\n4. real spectra in {real} (demo model; injections into the usable ones, score_local)")
+    pointer = demo.current_model(MODEL_NAME)
+    hosts, out = [], {}
+    for prod in sorted(p.name for p in real.iterdir() if p.is_dir() and p.name != "catalogs"):
+        root = OUT / "real" / prod
+        lh = LakehouseResource(root=str(root / "lake"))
+        lh.publish_model(MODEL_NAME, Path(pointer["path"]), pointer["version"],
+                         {k: v for k, v in pointer.items() if k not in ("name", "version", "path")})
+        keys = [e.key for e in LocalArchive(root=str(real / prod)).list_entries()]
+        (root / "dagster").mkdir(parents=True, exist_ok=True)
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as inst:
+            register_partitions(inst, keys)
+            run_partitioned(build_defs(str(root / "lake"), str(real / prod)), "coadd_job", keys, inst)
+        errors = lh.read("ingest_errors") if lh.exists("ingest_errors") else pl.DataFrame()
+        t = lh.read("targets", columns=["coadd_key", "targetid", "usable", "quality_reason", "spectype", "z"]) \
+            if lh.exists("targets") else pl.DataFrame(schema={"usable": pl.Boolean})
+        reasons = dict(t.filter(~pl.col("usable")).group_by("quality_reason").len().iter_rows()) if t.height else {}
+        say(f"  {prod:<8s} files {len(keys)} (unreadable {errors.height}), spectra {t.height}: "
+            f"usable {int(t['usable'].sum())}, excluded {reasons or 'none'}")
+        out[prod] = {"files": len(keys), "unreadable_files": errors.height, "spectra": t.height, "excluded": reasons}
+        if t.height and lh.exists("preprocessed_spectra"):
+            pre = lh.read("preprocessed_spectra", columns=["coadd_key", "targetid", "flux", "ivar", "masked_frac"])
+            hosts.append(pre.join(t.filter("usable").select("coadd_key", "targetid", "spectype", "z"),
+                                  on=["coadd_key", "targetid"]))
+    h = pl.concat(hosts) if hosts else pl.DataFrame()
+    if h.height < 2:
+        say("  fewer than 2 usable real spectra: no injections")
+        return out
+    spectype = h["spectype"].fill_null("").to_numpy()
+    trials = run_injection(to_numpy_2d(h["flux"]), to_numpy_2d(h["ivar"]), h["z"].fill_null(0.0).to_numpy(),
+                           spectype, model, per_kind, seed, to_numpy_2d(h["masked_frac"]), current_local_model(demo))
+    clean = trials.filter(pl.col("kind") == "clean")["score_local"].to_numpy()
+    classes = {str(k) or "no redshift": int(v) for k, v in zip(*np.unique(spectype, return_counts=True))}
+    fpr = float(np.mean(clean > local_threshold))
+    say(f"  {h.height} usable real hosts {classes}; clean score_local median {np.nanmedian(clean):.2f}, max "
+        f"{np.nanmax(clean):.2f}; above the catalog threshold {local_threshold:.2f}: {fpr:.2f} of clean real spectra")
+    out["clean_above_catalog_threshold"] = fpr
+    say(f"  {'kind':<17s} {'trials':>6s} {'> catalog thr':>14s} {'> max clean':>12s}")
+    for kind in dict.fromkeys(trials.filter(pl.col("kind") != "clean")["kind"].to_list()):
+        sc = trials.filter(pl.col("kind") == kind)["score_local"].to_numpy()
+        above, beyond = float(np.mean(sc > local_threshold)), float(np.mean(sc > np.nanmax(clean)))
+        say(f"  {kind:<17s} {sc.size:>6d} {above:>14.2f} {beyond:>12.2f}")
+        out[kind] = {"trials": int(sc.size), "above_catalog_threshold": above, "above_max_clean": beyond}
+    return out
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ from desi_assets.defs.anomalies.assets import (
     anomaly_injection,
     anomaly_model,
     anomaly_scores,
-    current_model,
     current_local_model,
+    current_model,
+    run_injection,
     training_set,
 )
 from desi_assets.defs.anomalies.checks import ALL_CHECKS, anomaly_summary, training_class_balance
 from desi_assets.defs.partitions import coadds_partitions
+from desi_assets.storage.arrays import to_numpy_2d
 from desi_assets.storage.lakehouse import LakehouseResource
 
 #: Small training run for tests (1 thread: 2 threads on a shared 2-core box are 5-10x slower).
@@ -224,5 +226,14 @@ def test_real_spectra_are_scored_or_excluded_with_a_reason(lake, tmp_path):
         assert np.isfinite(got["score"].to_numpy()).all() and np.isfinite(got["score_noise_aware"].to_numpy()).all()
         assert np.isfinite(got["score_local"].to_numpy()).all()
         assert (got["model_version"] == src["version"]).all()
+        # injection/recovery runs on the usable real spectra only, with a finite score for every trial
+        pre = lh.read("preprocessed_spectra", columns=["coadd_key", "targetid", "flux", "ivar", "masked_frac"]).join(
+            lh.read("targets", columns=["coadd_key", "targetid", "spectype", "z"]), on=["coadd_key", "targetid"])
+        assert set(pre["targetid"]) == set(got["targetid"])
+        trials = run_injection(to_numpy_2d(pre["flux"]), to_numpy_2d(pre["ivar"]), pre["z"].fill_null(0.0).to_numpy(),
+                               pre["spectype"].fill_null("").to_numpy(), current_model(lh)[0], 3, 0,
+                               to_numpy_2d(pre["masked_frac"]), current_local_model(lh))
+        assert trials.height == pre.height + 6 * min(3, pre.height)  # clean rows + 3 trials per kind
+        assert all(np.isfinite(trials[c].to_numpy()).all() for c in ("score", "score_noise_aware", "score_local"))
         seen += t.height
     assert seen > 0
