@@ -12,8 +12,9 @@ import numpy as np  # noqa: E402
 
 
 def plot_spectra(path: Path, wave: np.ndarray, flux: np.ndarray, labels: list[str], title: str,
-                 ylabel: str = "flux [1e-17 erg/s/cm²/Å]", model: np.ndarray | None = None) -> Path:
-    """Plot up to 4 spectra (rows of flux on one wavelength grid in Å) stacked, one panel each."""
+                 ylabel: str = "flux [1e-17 erg/s/cm²/Å]", model: np.ndarray | None = None,
+                 spans: list[tuple[float, float]] | None = None) -> Path:
+    """Plot up to 4 spectra (rows of flux on one wavelength grid in Å) stacked, one panel each; spans shaded (Å)."""
     n = min(len(flux), 4)
     fig, axes = plt.subplots(max(n, 1), 1, figsize=(9, 1.8 * max(n, 1) + 0.4), sharex=True, squeeze=False)
     for i in range(n):
@@ -21,6 +22,8 @@ def plot_spectra(path: Path, wave: np.ndarray, flux: np.ndarray, labels: list[st
         ax.plot(wave, flux[i], lw=0.5, color="k")
         if model is not None:
             ax.plot(wave, model[i], lw=0.8, color="tab:red", alpha=0.8)
+        if spans is not None and np.all(np.isfinite(spans[i])):
+            ax.axvspan(*spans[i], color="tab:orange", alpha=0.25, lw=0)
         lo, hi = np.nanpercentile(flux[i], [1, 99]) if np.isfinite(flux[i]).any() else (0, 1)
         pad = 0.15 * (hi - lo + 1e-9)
         ax.set_ylim(lo - pad, hi + pad)

@@ -133,9 +133,12 @@ def test_anomaly_scores_with_asset_context_and_rematerialize(lake, instance):
     before = lh.read("anomaly_scores").height
     resources = {"lakehouse": lh}
     ctx = dg.build_asset_context(partition_key=key, resources=resources, instance=instance)
-    out = anomaly_scores(ctx, ScoringConfig(make_plot=False))
+    out = anomaly_scores(ctx, ScoringConfig(make_plot=True, gallery_size=3))
     n_key = lh.read("preprocessed_spectra", keys=[key], columns=["targetid"]).height
     assert out.metadata["rows"] == n_key > 0
+    for g in ("gallery", "gallery_local"):  # top anomalies by the seed score and by score_local, as PNGs
+        png = Path(out.metadata[g].path)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     _, version = current_model(lh)
     assert out.metadata["model_version"] == version
     part = lh.read("anomaly_scores", keys=[key])

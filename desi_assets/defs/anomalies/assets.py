@@ -291,15 +291,27 @@ def score_frame(rows: pl.DataFrame, model: BigAE, version: str, thr: Thresholds,
     return out, recon, flux
 
 
-def _gallery(lakehouse, out: pl.DataFrame, flux: np.ndarray, recon: np.ndarray, n: int, tag: str) -> str:
+def _gallery(lakehouse, out: pl.DataFrame, flux: np.ndarray, recon: np.ndarray, n: int, tag: str,
+             by: str = "score") -> str:
+    """PNG of the top-n spectra by column `by` with reconstructions; for score_local the feature is shaded."""
     from desi_assets.plots import plot_spectra
 
-    order = np.argsort(-np.nan_to_num(out["score"].to_numpy(), nan=-np.inf))[:n]
-    labels = [f"TARGETID {out['targetid'][int(i)]}  score {out['score'][int(i)]:.1f}  "
-              f"{out['category'][int(i)]} / {out['dominance'][int(i)]}" for i in order]
-    path = lakehouse.artifact_dir("plots") / "anomaly_scores" / f"{tag}.png"
-    return str(plot_spectra(path, binned_wavelength(), flux[order], labels, f"top anomalies: {tag}",
-                            ylabel="normalised flux", model=recon[order]))
+    order = np.argsort(-np.nan_to_num(out[by].to_numpy(), nan=-np.inf))[:n]
+    if by == "score_local":
+        labels = [f"TARGETID {out['targetid'][int(i)]}  score_local {out['score_local'][int(i)]:.1f}  "
+                  f"({out['local_sigma'][int(i)]:.0f}σ at {out['local_wave'][int(i)]:.0f} Å, "
+                  f"{out['local_width_bins'][int(i)]} bins; arm step {out['arm_step_sigma'][int(i)]:.1f}σ)"
+                  for i in order]
+        half = out["local_width_bins"].to_numpy()[order] * 6.4
+        spans = list(zip(out["local_wave"].to_numpy()[order] - half, out["local_wave"].to_numpy()[order] + half))
+    else:
+        labels = [f"TARGETID {out['targetid'][int(i)]}  score {out['score'][int(i)]:.1f}  "
+                  f"{out['category'][int(i)]} / {out['dominance'][int(i)]}" for i in order]
+        spans = None
+    suffix = "" if by == "score" else f"-{by}"
+    path = lakehouse.artifact_dir("plots") / "anomaly_scores" / f"{tag}{suffix}.png"
+    return str(plot_spectra(path, binned_wavelength(), flux[order], labels, f"top anomalies by {by}: {tag}",
+                            ylabel="normalised flux", model=recon[order], spans=spans))
 
 
 @dg.asset(partitions_def=coadds_partitions, backfill_policy=COADD_BACKFILL_POLICY, group_name="anomalies",
@@ -332,6 +344,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     if config.make_plot and out.height:
         meta["gallery"] = dg.MetadataValue.path(
             _gallery(lakehouse, out, flux, recon, config.gallery_size, keys[0]))
+        meta["gallery_local"] = dg.MetadataValue.path(
+            _gallery(lakehouse, out, flux, recon, config.gallery_size, keys[0], by="score_local"))
     return dg.MaterializeResult(metadata=meta)
 
 
