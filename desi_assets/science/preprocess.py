@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from desi_assets.science.batching import in_row_blocks
 from desi_assets.science.wavelength import ARMS, BIN_FACTOR
 
 
@@ -56,13 +57,8 @@ CHUNK_ROWS = 1024
 
 def preprocess(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Preprocessed:
     """Run the seed pipeline on b/r/z (flux, ivar, mask) arrays of shape (N, npix_arm), in row chunks."""
-    n = arms["b"][0].shape[0]
-    if n > CHUNK_ROWS:
-        parts = [_preprocess({k: tuple(None if a is None else a[i:i + CHUNK_ROWS] for a in v) for k, v in arms.items()})
-                 for i in range(0, n, CHUNK_ROWS)]
-        return Preprocessed(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                              ("flux", "ivar", "masked_frac", "norm")))
-    return _preprocess(arms)
+    return in_row_blocks(arms["b"][0].shape[0], CHUNK_ROWS, lambda rows: _preprocess(
+        {k: tuple(None if a is None else a[rows] for a in v) for k, v in arms.items()}))
 
 
 def _preprocess(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Preprocessed:

@@ -324,8 +324,8 @@ def observation_date(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
 def b_dominance(model, flux: np.ndarray, ivar: np.ndarray, masked_frac: np.ndarray) -> bias.ControlResult:
     """B-dominance control on preprocessed rows, with the catalogue's reconstruction and masked-bin handling."""
     bad = np.asarray(masked_frac) > 0
-    recon = scoring.score_with_model(model, flux, ivar, masked_frac).recon
-    return bias.b_band_dominance(flux, recon, np.where(bad, 0.0, ivar), np.random.default_rng(0))
+    return bias.b_band_dominance(flux, scoring.reconstruct_masked(model, flux, bad), np.where(bad, 0.0, ivar),
+                                 np.random.default_rng(0))
 
 
 def b_dominance_control(lakehouse: LakehouseResource, n: int = B_DOMINANCE_SAMPLE) -> dg.AssetCheckResult:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from desi_assets.science.batching import in_row_blocks
 from desi_assets.science.wavelength import arm_bin_slices, binned_wavelength
 
 #: Box widths of the matched filter (bins of 12.8 Å).
@@ -181,15 +182,11 @@ def local_significance(flux: np.ndarray, recon: np.ndarray, ivar: np.ndarray, ba
     flux, recon, ivar = (np.asarray(a) for a in (flux, recon, ivar))
     if flux.shape != recon.shape or flux.shape != ivar.shape or flux.ndim != 2:
         raise ValueError(f"flux, recon, ivar must share a 2-D shape; got {flux.shape}, {recon.shape}, {ivar.shape}")
-    n = flux.shape[0]
     mv = np.asarray(model_var, np.float32)
-    parts = []
-    for s0 in range(0, max(n, 1), CHUNK_ROWS):
-        sl = slice(s0, min(n, s0 + CHUNK_ROWS))
-        parts.append(_local_chunk(flux[sl], recon[sl], ivar[sl], None if bad is None else np.asarray(bad)[sl],
-                                  mv[sl] if mv.ndim == 2 else mv, eps, widths, highpass_bins))
-    return LocalScore(*(np.concatenate([getattr(p, k) for p in parts]) for k in
-                        ("score", "wave_a", "width_bins", "step_sigma")))
+    bad = None if bad is None else np.asarray(bad)
+    return in_row_blocks(flux.shape[0], CHUNK_ROWS, lambda rows: _local_chunk(
+        flux[rows], recon[rows], ivar[rows], None if bad is None else bad[rows], mv[rows] if mv.ndim == 2 else mv,
+        eps, widths, highpass_bins))
 
 
 def _local_chunk(flux, recon, ivar, bad, model_var, eps, widths, highpass_bins) -> LocalScore:

@@ -24,6 +24,7 @@ import numpy as np
 from desi_assets.science.anomaly.local import (
     LocalCalibration, LocalScore, ModelError, inpaint_bins, local_significance,
 )
+from desi_assets.science.batching import in_row_blocks
 from desi_assets.science.wavelength import ARM_NAMES, arm_bin_slices, binned_wavelength
 
 #: Default anomaly threshold on the seed score (dimensionless).
@@ -133,29 +134,30 @@ def score_with_model(model, flux: np.ndarray, ivar: np.ndarray, masked_frac: np.
     n = np.shape(flux)[0]
     types = np.full(n, "") if spectype is None else np.asarray(spectype)
     use_model_error = model_error is not None and bool(model_error.variance) and z is not None
-    parts = []
-    for s0 in range(0, max(n, 1), _CHUNK):
-        sl = slice(s0, min(n, s0 + _CHUNK))
-        parts.append(_score_block(model, np.asarray(flux[sl], np.float32), np.asarray(ivar[sl], np.float32),
-                                  None if masked_frac is None else np.asarray(masked_frac[sl]) > 0,
-                                  model_error.bin_variance(np.asarray(z)[sl], types[sl]) if use_model_error else 0.0,
-                                  types[sl], calibration or LocalCalibration()))
-    return ModelScores(
-        ScoreTable(**{f.name: np.concatenate([getattr(p.table, f.name) for p in parts]) for f in fields(ScoreTable)}),
-        LocalScore(*(np.concatenate([getattr(p.local, k) for p in parts])
-                     for k in ("score", "wave_a", "width_bins", "step_sigma"))),
-        np.concatenate([p.score_local for p in parts]), np.concatenate([p.recon for p in parts]))
+    calibration = calibration or LocalCalibration()
+
+    def block(rows: slice) -> ModelScores:
+        f, iv = np.asarray(flux[rows], np.float32), np.asarray(ivar[rows], np.float32)
+        bad = _bad_bins(masked_frac, rows, f.shape)
+        recon = reconstruct_masked(model, f, bad)
+        model_var = model_error.bin_variance(np.asarray(z)[rows], types[rows]) if use_model_error else 0.0
+        local = local_significance(f, recon, iv, bad, model_var)
+        return ModelScores(score_spectra(f, recon, np.where(bad, np.float32(0), iv)), local,
+                           calibration.score(local, types[rows]), recon)
+
+    return in_row_blocks(n, _CHUNK, block)
 
 
-def _score_block(model, flux, ivar, bad, model_var, types, calibration) -> ModelScores:
+def _bad_bins(masked_frac: np.ndarray | None, rows: slice, shape: tuple[int, ...]) -> np.ndarray:
+    """Bins holding pipeline-masked pixels (masked_frac > 0); none when masked_frac is not given."""
+    return np.zeros(shape, bool) if masked_frac is None else np.asarray(masked_frac[rows]) > 0
+
+
+def reconstruct_masked(model, flux: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """BigAE reconstruction (normalised flux) of flux with its `bad` bins inpainted, as the model was trained."""
     from desi_assets.science.anomaly.training import reconstruct
 
-    if bad is None:
-        bad = np.zeros(flux.shape, bool)
-    recon = reconstruct(model, inpaint_bins(flux, bad) if bad.any() else flux)
-    table = score_spectra(flux, recon, np.where(bad, np.float32(0), ivar))
-    local = local_significance(flux, recon, ivar, bad, model_var)
-    return ModelScores(table, local, calibration.score(local, types), recon)
+    return reconstruct(model, inpaint_bins(flux, bad) if bad.any() else flux)
 
 
 def is_anomaly(score: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -304,6 +306,7 @@ def make_score_fn(
             ivar = np.ones_like(fn_flux)
         else:
             ivar = (np.asarray(raw_ivar, dtype=np.float64) * norm[:, None] ** 2).astype(np.float32)
-        return getattr(score_with_model(model, fn_flux, ivar, masked_frac).table, which)
+        bad = _bad_bins(masked_frac, slice(None), fn_flux.shape)
+        return getattr(score_spectra(fn_flux, reconstruct_masked(model, fn_flux, bad), np.where(bad, 0, ivar)), which)
 
     return fn
