@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from desi_assets.science.anomaly.injection import (
-    AMPLITUDE_RANGES, BIN_WIDTH_A, CIV_A, INJECTION_KINDS, OIII_A, box_fraction, detectability_ceiling,
+    AMPLITUDE_RANGES, BIN_WIDTH_A, CIV_A, INJECTION_KINDS, OIII_A, box_fraction, choose_hosts, detectability_ceiling,
     draw_amplitudes, inject, injected_snr, plot_completeness, recovery_report, roc_auc, threshold_at_fpr,
 )
 from desi_assets.science.wavelength import arm_bin_slices, binned_wavelength
@@ -212,3 +212,29 @@ def test_detectability_ceiling_fractions():
     assert c["overall"]["frac_detectable"] == pytest.approx(3 / 6)
     assert c["overall"]["frac_detectable_strong_half"] == pytest.approx(2 / 3)
     assert hi > mid > lo
+
+
+def test_np_bound_is_the_power_of_the_known_signal_test():
+    from scipy.special import ndtri
+
+    z99 = ndtri(0.99)  # 2.326: one-sided threshold at FPR 1%
+    kinds = np.array(["dead_segment"] * 3)
+    amps = np.array([20.0, 250.0, 300.0])
+    c = detectability_ceiling(np.array([0.0, z99, 40.0]), kinds, amps, max_fpr=0.01)
+    # S/N 0 is detected at the false-positive rate, S/N = threshold half the time, S/N 40 always.
+    assert c["dead_segment"]["np_bound"] == pytest.approx((0.01 + 0.5 + 1.0) / 3, abs=1e-6)
+    assert c["dead_segment"]["np_bound_strong_half"] == pytest.approx(0.75, abs=1e-6)
+    looser = detectability_ceiling(np.array([0.0, z99, 40.0]), kinds, amps, max_fpr=0.1)
+    assert looser["dead_segment"]["np_bound"] > c["dead_segment"]["np_bound"]
+
+
+def test_choose_hosts_puts_bal_troughs_in_quasars():
+    spectype = np.array(["GALAXY"] * 50 + ["QSO"] * 12 + ["STAR"] * 30)
+    rng = np.random.default_rng(0)
+    bal = choose_hosts("bal", spectype, 40, rng)
+    assert bal.size == 40 and set(spectype[bal]) == {"QSO"}  # 12 quasars, drawn with replacement
+    line = choose_hosts("strong_line", spectype, 40, rng)
+    assert np.unique(line).size == 40 and set(spectype[line]) > {"GALAXY"}
+    few_qso = np.array(["GALAXY"] * 20 + ["QSO"] * 3)
+    few = choose_hosts("bal", few_qso, 50, rng)  # too few quasars: any spectrum, repeated
+    assert few.size == 50 and (few_qso[few] == "GALAXY").any()

@@ -374,11 +374,7 @@ def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: n
     everyone = np.arange(len(flux))
     frames = [pl.DataFrame({"row": everyone, "kind": "clean", "amplitude": 0.0, **scores(everyone, flux), "snr": 0.0})]
     for kind in injection.INJECTION_KINDS:
-        idx = rng.choice(len(flux), size=min(per_kind, len(flux)), replace=False)
-        if kind == "bal":  # troughs belong to quasars where there are enough of them
-            qso = np.flatnonzero(spectype == "QSO")
-            if qso.size >= 10:
-                idx = rng.choice(qso, size=min(per_kind, qso.size), replace=qso.size < per_kind)
+        idx = injection.choose_hosts(kind, spectype, per_kind, rng)
         amp = injection.draw_amplitudes(kind, idx.size, rng)
         fi = injection.inject(flux[idx], ivar[idx], z[idx], wave, kind, amp, rng, spectype=spectype[idx])
         frames.append(pl.DataFrame({"row": idx, "kind": kind, "amplitude": amp, **scores(idx, fi),
