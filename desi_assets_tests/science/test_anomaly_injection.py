@@ -238,3 +238,4 @@ def test_choose_hosts_puts_bal_troughs_in_quasars():
     few_qso = np.array(["GALAXY"] * 20 + ["QSO"] * 3)
     few = choose_hosts("bal", few_qso, 50, rng)  # too few quasars: any spectrum, repeated
     assert few.size == 50 and (few_qso[few] == "GALAXY").any()
+    assert choose_hosts("cosmic_ray", np.array([], dtype=str), 5, rng).size == 0

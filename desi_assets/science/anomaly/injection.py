@@ -224,6 +224,8 @@ def choose_hosts(kind: str, spectype: np.ndarray, n: int, rng: np.random.Generat
     if kind == "bal":
         qso = np.flatnonzero(np.char.upper(np.char.strip(spectype)) == "QSO")
         pool = qso if qso.size >= 10 else pool
+    if pool.size == 0:
+        return pool  # no spectra: no trials
     return rng.choice(pool, size=n, replace=pool.size < n)
 
 
