@@ -107,7 +107,7 @@ def bench_raw(paths: list[tuple[Path, Path | None]]) -> tuple[float, dict]:
 
 def bench_inproc(keys: list[str], paths: list[tuple[Path, Path | None]], lake: Path) -> tuple[float, dict]:
     """What coadd_ingest does per file (read once, preprocess from memory, buffered commits), without Dagster or plots."""
-    from desi_assets.defs.ingest.assets import _arm_arrays, _WriteBuffer, spectra_frame, targets_frame
+    from desi_assets.defs.ingest.assets import IngestConfig, _arm_arrays, _WriteBuffer, spectra_frame, targets_frame
     from desi_assets.defs.preprocess.assets import KEY_COLS, preprocessed_rows
     from desi_assets.sources.reader import read_coadd
     from desi_assets.storage.lakehouse import LakehouseResource
@@ -123,7 +123,7 @@ def bench_inproc(keys: list[str], paths: list[tuple[Path, Path | None]], lake: P
 
     t0 = time.perf_counter()
     for b in range(0, len(keys), BATCH):
-        buffer = _WriteBuffer(lh, 2048)
+        buffer = _WriteBuffer(lh, IngestConfig().commit_spectra)
         flush = buffer.flush
 
         def timed_flush():

@@ -10,6 +10,8 @@ import numpy as np
 DESI_PIXEL_STEP_A = 0.8
 #: Pixels averaged into one preprocessed bin.
 BIN_FACTOR = 16
+#: Width of one preprocessed bin (Å): 12.8.
+BIN_WIDTH_A = BIN_FACTOR * DESI_PIXEL_STEP_A
 
 
 @dataclass(frozen=True)

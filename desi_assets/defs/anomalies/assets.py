@@ -18,7 +18,7 @@ from desi_assets.science.anomaly import injection, scoring
 from desi_assets.science.anomaly.bigae import BigAE, count_parameters, load_model, save_model
 from desi_assets.science.anomaly.local import LocalCalibration, ModelError, fit_model_error, inpaint_bins
 from desi_assets.science.anomaly.training import TrainConfig, plot_loss_curve, reconstruct, train_autoencoder
-from desi_assets.science.wavelength import binned_wavelength
+from desi_assets.science.wavelength import BIN_WIDTH_A, binned_wavelength
 from desi_assets.storage.arrays import to_numpy_2d
 from desi_assets.storage.lakehouse import LakehouseResource
 
@@ -302,7 +302,7 @@ def _gallery(lakehouse, out: pl.DataFrame, flux: np.ndarray, recon: np.ndarray, 
                   f"({out['local_sigma'][int(i)]:.0f}σ at {out['local_wave'][int(i)]:.0f} Å, "
                   f"{out['local_width_bins'][int(i)]} bins; arm step {out['arm_step_sigma'][int(i)]:.1f}σ)"
                   for i in order]
-        half = out["local_width_bins"].to_numpy()[order] * 6.4
+        half = out["local_width_bins"].to_numpy()[order] * (BIN_WIDTH_A / 2)
         spans = list(zip(out["local_wave"].to_numpy()[order] - half, out["local_wave"].to_numpy()[order] + half))
     else:
         labels = [f"TARGETID {out['targetid'][int(i)]}  score {out['score'][int(i)]:.1f}  "

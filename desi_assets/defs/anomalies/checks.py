@@ -214,9 +214,9 @@ def flux_scale_invariance(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
 def noise_level_control(lakehouse: LakehouseResource, threshold: float | None = None,
                         noise_threshold: float | None = None, max_increase: float = 0.01) -> dg.AssetCheckResult:
     """Anomaly-rate increase of normal spectra after one extra ivar noise realisation, for both scores."""
-    thr = thresholds(lakehouse)
-    threshold = thr.seed if threshold is None else threshold
-    noise_threshold = thr.noise_aware if noise_threshold is None else noise_threshold
+    calibrated = thresholds(lakehouse)
+    threshold = calibrated.seed if threshold is None else threshold
+    noise_threshold = calibrated.noise_aware if noise_threshold is None else noise_threshold
     rows = normal_sample(lakehouse)
     norm = rows["norm"].to_numpy()[:, None]
     raw = to_numpy_2d(rows["flux"]).astype(np.float64) * norm

@@ -23,12 +23,9 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 from scipy.stats import rankdata
 
-from desi_assets.science.wavelength import (
-    ARMS, ARM_NAMES, BIN_FACTOR, DESI_PIXEL_STEP_A, arm_bin_slices,
-)
+from desi_assets.science.wavelength import ARMS, ARM_NAMES, BIN_WIDTH_A, arm_bin_slices
 
 C_KMS = 299_792.458
-BIN_WIDTH_A = BIN_FACTOR * DESI_PIXEL_STEP_A  # 12.8 Å
 WAVE_MIN_A = ARMS["b"].start_a
 WAVE_MAX_A = ARMS["z"].end_a
 
