@@ -36,3 +36,20 @@ def plot_spectra(path: Path, wave: np.ndarray, flux: np.ndarray, labels: list[st
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def png_markdown(path: Path | str, width_px: int = 480, title: str = "") -> str:
+    """Markdown with the PNG at `path` inline as base64, downsized to `width_px` pixels wide (tens of KB)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.width > width_px:
+            img = img.resize((width_px, max(1, round(img.height * width_px / img.width))), Image.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"![{title or Path(path).stem}](data:image/png;base64,{data})"
