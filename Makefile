@@ -10,11 +10,16 @@ PYTEST_ARGS ?=
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@echo "setup [1/4] virtual environment in $(VENV)"
 	test -x $(PY) || python3 -m venv $(VENV)
+	@echo "setup [2/4] upgrading pip"
 	$(PY) -m pip install -q --upgrade pip
+	@echo "setup [3/4] installing torch 2.13.0 (CPU wheel, the largest download: about a minute)"
 	$(PY) -m pip install -q torch==2.13.0
+	@echo "setup [4/4] installing desi-ard and its dependencies (dagster, deltalake, polars, astropy, ...) and test tools"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
+	@echo "setup done: $(VENV) is ready (make demo, make test, make ui)"
 
 # Headless Chromium for the UI test (Debian package); skipped quietly where apt is unavailable.
 browser:
@@ -23,6 +28,7 @@ browser:
 	  || echo "chromium not installed: the UI test will be skipped"; }
 
 demo: setup
+	@echo "demo: mock survey + every stage into $(LAKE)/ (a few minutes on 2 cores; ends with the checks table)"
 	$(VENV)/bin/desi-ard demo --lakehouse $(LAKE)
 
 test: setup browser

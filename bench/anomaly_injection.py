@@ -53,6 +53,7 @@ def ensure_demo(survey: Path, lake: Path, epochs: int | None) -> list[str]:
 
     from desi_assets.definitions import build_defs
     from desi_assets.defs.anomalies.assets import anomaly_model, training_set
+    from desi_assets.defs.anomalies.config import AnomalyConfig, ModelConfig
     from desi_assets.runner import ensure_dagster_home, register_partitions, run_partitioned
     from desi_assets.sources.archives import LocalArchive
     from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
@@ -73,10 +74,10 @@ def ensure_demo(survey: Path, lake: Path, epochs: int | None) -> list[str]:
         t0 = time.perf_counter()
         run_partitioned(defs, "coadd_job", keys, inst)
         say(f"  coadd_job: {time.perf_counter() - t0:.0f} s")
-        cfg = {"num_threads": 1} | ({"epochs": epochs} if epochs else {})
+        cfg = AnomalyConfig(model=ModelConfig(num_threads=1, **({"epochs": epochs} if epochs else {})))
         t0 = time.perf_counter()
-        res = dg.materialize([training_set, anomaly_model], instance=inst, resources=defs.resources,
-                             run_config={"ops": {"anomaly_model": {"config": cfg}}})
+        res = dg.materialize([training_set, anomaly_model], instance=inst,
+                             resources=dict(defs.resources) | {"anomaly_config": cfg})
         say(f"  training_set + anomaly_model: {time.perf_counter() - t0:.0f} s "
             f"(best epoch {res.asset_materializations_for_node('anomaly_model')[0].metadata['best_epoch'].value})")
         t0 = time.perf_counter()
@@ -109,19 +110,24 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from desi_assets.defs.anomalies.assets import current_local_model, current_model, run_injection, thresholds
-    from desi_assets.defs.anomalies.checks import b_dominance
+    from desi_assets.plots import plot_completeness
     from desi_assets.science.anomaly import injection
+    from desi_assets.science.anomaly.controls import b_dominance
+    from desi_assets.science.anomaly.recovery import run_injection
+    from desi_assets.science.anomaly.catalog import resolve_thresholds
+    from desi_assets.science.anomaly.scoring import DEFAULT_THRESHOLD
     from desi_assets.storage.arrays import to_numpy_2d
     from desi_assets.storage.lakehouse import LakehouseResource
+    from desi_assets.storage.models import load_published
 
     survey = Path(args.survey)
     lake = Path(args.lakehouse) if args.lakehouse else OUT / "lake-demo"
     if not args.lakehouse:
         ensure_demo(survey, lake, args.epochs)
     lh = LakehouseResource(root=str(lake))
-    model, version = current_model(lh)
-    thr = dict(zip(SCORES, thresholds(lh)))
+    published = load_published(lh)
+    model, version = published.net, published.version
+    thr = dict(zip(SCORES, resolve_thresholds(DEFAULT_THRESHOLD, None, None, published.meta)))  # the catalogue's default thresholds
     say(f"lakehouse {lake}; model {version}; catalog thresholds: seed {thr['score']:g}, "
         f"noise-aware {thr['score_noise_aware']:.1f}, local {thr['score_local']:.2f} "
         "(the last two calibrated: FPR 1% on clean validation)")
@@ -142,7 +148,7 @@ def main() -> None:
     flux, ivar = to_numpy_2d(val["flux"]), to_numpy_2d(val["ivar"])
     t0 = time.perf_counter()
     trials = run_injection(flux, ivar, val["z"].to_numpy(), val["spectype"].to_numpy(), model, args.per_kind,
-                           args.seed, to_numpy_2d(val["masked_frac"]), current_local_model(lh))
+                           args.seed, to_numpy_2d(val["masked_frac"]), published.local)
     say(f"\n1. injection/recovery: {len(val)} held-out normal spectra, {args.per_kind} trials per kind "
         f"({time.perf_counter() - t0:.0f} s)")
     clean = trials.filter(pl.col("kind") == "clean")
@@ -154,8 +160,8 @@ def main() -> None:
         at_cat = injection.recovery_report(c, s, kinds, amps, threshold=thr[col])
         t1 = injection.threshold_at_fpr(c, 0.01)
         at_fpr = injection.recovery_report(c, s, kinds, amps, threshold=t1)
-        png = injection.plot_completeness(at_fpr, str(OUT / f"completeness-{col}-fpr1.png"))
-        injection.plot_completeness(at_cat, str(OUT / f"completeness-{col}-catalog.png"))
+        png = plot_completeness(at_fpr, OUT / f"completeness-{col}-fpr1.png")
+        plot_completeness(at_cat, OUT / f"completeness-{col}-catalog.png")
         say(f"\n  {col}: catalog threshold {thr[col]:.3g} (FPR on clean {fmt(at_cat['overall']['fpr'])}); "
             f"FPR≤1% threshold {t1:.3g}; completeness PNG {png}")
         say(f"  {'kind':<17s} {'rec@cat':>8s} {'AUC':>6s} {'rec@fpr1':>9s} {'strong@fpr1':>12s} "
@@ -272,11 +278,12 @@ def real_spectra(real: Path, demo: "LakehouseResource", model, local_threshold: 
     import polars as pl
 
     from desi_assets.definitions import build_defs
-    from desi_assets.defs.anomalies.assets import MODEL_NAME, current_local_model, run_injection
     from desi_assets.runner import register_partitions, run_partitioned
+    from desi_assets.science.anomaly.recovery import run_injection
     from desi_assets.sources.archives import LocalArchive
     from desi_assets.storage.arrays import to_numpy_2d
     from desi_assets.storage.lakehouse import LakehouseResource
+    from desi_assets.storage.models import MODEL_NAME, current_local_model
 
     say(f"\n4. real spectra in {real} (demo model; injections into the usable ones, score_local)")
     pointer = demo.current_model(MODEL_NAME)

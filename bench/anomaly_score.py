@@ -8,8 +8,9 @@ through Dagster (coadd_job) into bench/out/anomaly/lake-mock50 and trains a shor
 (--epochs, default 10: throughput does not depend on model quality). Then, --repeat times each:
   1. pure:    score_with_model (inpaint, BigAE reconstruct on torch CPU, seed + χ² + local scores) on
               arrays already in memory;
-  2. inproc:  per batch of 25 partitions: read preprocessed_spectra + targets from Delta → score_frame
-              (reconstruct, scores, labels, high-z signature) → write_partitions(anomaly_scores);
+  2. inproc:  per batch of 25 partitions: storage.samples.scoring_rows (preprocessed_spectra + targets
+              from Delta) → science.anomaly.catalog.score_frame (reconstruct, scores, labels, high-z
+              signature) → write_partitions(anomaly_scores): what the anomaly_scores asset calls;
   3. dagster: run_partitioned(defs, "anomaly_scores_job", keys, instance, batch=25): the backfill
               path with the job's default config (one top-anomaly gallery PNG per run).
 Prints the median spectra/s, the ratio to the pure rate, and whether inproc meets ≥ 10,000 spectra/s.
@@ -47,6 +48,7 @@ def ensure_lake(survey: Path, lake: Path, epochs: int) -> list[str]:
 
     from desi_assets.definitions import build_defs
     from desi_assets.defs.anomalies.assets import anomaly_model, training_set
+    from desi_assets.defs.anomalies.config import AnomalyConfig, ModelConfig
     from desi_assets.runner import ensure_dagster_home, register_partitions, run_partitioned
     from desi_assets.sources.archives import LocalArchive
 
@@ -64,8 +66,9 @@ def ensure_lake(survey: Path, lake: Path, epochs: int) -> list[str]:
             res = run_partitioned(defs, "coadd_job", keys, inst, batch=BATCH)
             say(f"  ingested {len(keys)} files in {time.perf_counter() - t0:.0f} s (failed: {res.failed})")
         t0 = time.perf_counter()
-        dg.materialize([training_set, anomaly_model], instance=inst, resources=defs.resources,
-                       run_config={"ops": {"anomaly_model": {"config": {"epochs": epochs, "num_threads": 1}}}})
+        cfg = AnomalyConfig(model=ModelConfig(epochs=epochs, num_threads=1))
+        dg.materialize([training_set, anomaly_model], instance=inst,
+                       resources=dict(defs.resources) | {"anomaly_config": cfg})
         say(f"  trained BigAE ({epochs} epochs) in {time.perf_counter() - t0:.0f} s")
     marker.write_text(json.dumps({"keys": keys, "model_format": MODEL_FORMAT}))
     return keys
@@ -97,17 +100,21 @@ def main() -> None:
     lake.mkdir(parents=True, exist_ok=True)
     keys = ensure_lake(survey, lake, args.epochs)
 
-    from desi_assets.defs.anomalies.assets import (SCORE_INPUT_COLUMNS, current_local_model, current_model,
-                                                   score_frame, thresholds)
     from desi_assets.definitions import build_defs
     from desi_assets.runner import ensure_dagster_home, register_partitions, run_partitioned
+    from desi_assets.science.anomaly.catalog import score_frame
     from desi_assets.science.anomaly.scoring import score_with_model
+    from desi_assets.science.anomaly.catalog import resolve_thresholds
+    from desi_assets.science.anomaly.scoring import DEFAULT_THRESHOLD
     from desi_assets.storage.arrays import to_numpy_2d
     from desi_assets.storage.lakehouse import LakehouseResource
+    from desi_assets.storage.models import load_published
+    from desi_assets.storage.samples import scoring_rows
 
     lh = LakehouseResource(root=str(lake))
-    model, version = current_model(lh)
-    thr, local_model = thresholds(lh), current_local_model(lh)
+    published = load_published(lh)
+    model, version, local_model = published.net, published.version, published.local
+    thr = resolve_thresholds(DEFAULT_THRESHOLD, None, None, published.meta)  # the job's default scoring config
     n_total = lh.scan("preprocessed_spectra").select(pl.len()).collect().item()
     say(f"mock: {survey} ({len(keys)} files, {n_total} preprocessed spectra); model {version}; "
         f"torch threads {torch.get_num_threads()}")
@@ -133,9 +140,7 @@ def main() -> None:
         n = 0
         for i in range(0, len(keys), BATCH):
             ks = keys[i: i + BATCH]
-            rows = lh.read("preprocessed_spectra", keys=ks, columns=SCORE_INPUT_COLUMNS).join(
-                lh.read("targets", keys=ks, columns=["coadd_key", "targetid", "spectype", "z"]),
-                on=["coadd_key", "targetid"], how="left")
+            rows = scoring_rows(lh, ks)
             out, _, _ = score_frame(rows, model, version, thr, local_model)
             lh.write_partitions("anomaly_scores", out, ks)
             n += out.height

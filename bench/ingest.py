@@ -5,9 +5,9 @@
 
 Writes (once) or reuses a mock survey under bench/out/mock{N}/ (ignored by git) and measures
   1. raw:      FLUX+IVAR+MASK of all arms with astropy memmap -> native numpy (no reader logic);
-  2. inproc:   what the coadd_ingest multi-asset does, without Dagster or plots: per file
-               read_coadd -> targets/spectra frames -> preprocess from memory, Delta commits of
-               ~2,048 spectra per table, into a temp lakehouse;
+  2. inproc:   what the coadd_ingest multi-asset does, without Dagster or plots: the same public
+               storage.ingest.ingest_batch (per file: read_coadd -> targets/spectra frames -> preprocess
+               from memory; Delta commits of ~2,048 spectra per table), 25 files per batch;
   3. dagster:  a fresh lakehouse + instance, register_partitions + run_partitioned(defs, "coadd_job",
                keys, instance, batch=25): the backfill path, BackfillPolicy.multi_run(25) ranges.
 Each stage runs --repeat times; the table shows the median (and every run). Figures only; no asserts.
@@ -105,45 +105,44 @@ def bench_raw(paths: list[tuple[Path, Path | None]]) -> tuple[float, dict]:
 # ----------------------------------------------------------------------------- 2. in process, no Dagster
 
 
-def bench_inproc(keys: list[str], paths: list[tuple[Path, Path | None]], lake: Path) -> tuple[float, dict]:
-    """What coadd_ingest does per file (read once, preprocess from memory, buffered commits), without Dagster or plots."""
-    from desi_assets.defs.ingest.assets import IngestConfig, _arm_arrays, _WriteBuffer, spectra_frame, targets_frame
-    from desi_assets.defs.preprocess.assets import KEY_COLS, preprocessed_rows
-    from desi_assets.sources.reader import read_coadd
+def bench_inproc(keys: list[str], archive_root: Path, lake: Path) -> tuple[float, dict]:
+    """What coadd_ingest does (storage.ingest.ingest_batch over 25-file batches), without Dagster or plots."""
+    from desi_assets.sources.archives import LocalArchive
+    from desi_assets.storage.ingest import archive_loader, ingest_batch
     from desi_assets.storage.lakehouse import LakehouseResource
 
-    lh = LakehouseResource(root=str(lake))
     parts: dict[str, float] = defaultdict(float)
+
+    class TimedLakehouse(LakehouseResource):
+        """The lakehouse, with the time spent in Delta commits counted."""
+
+        def write_partitions(self, name, data, partition_keys):
+            t = time.perf_counter()
+            try:
+                return super().write_partitions(name, data, partition_keys)
+            finally:
+                parts["Delta writes (3 tables)"] += time.perf_counter() - t
+
+    read = archive_loader(LocalArchive(root=str(archive_root)))
+
+    def timed_read(key):
+        t = time.perf_counter()
+        try:
+            return read(key)
+        finally:
+            parts["read_coadd"] += time.perf_counter() - t
+
+    lh = TimedLakehouse(root=str(lake))
     n = 0
-
-    def lap(name: str, t: float) -> float:
-        now = time.perf_counter()
-        parts[name] += now - t
-        return now
-
     t0 = time.perf_counter()
     for b in range(0, len(keys), BATCH):
-        buffer = _WriteBuffer(lh, IngestConfig().commit_spectra)
-        flush = buffer.flush
-
-        def timed_flush():
-            t = time.perf_counter()
-            flush()
-            lap("Delta writes (3 tables)", t)
-
-        buffer.flush = timed_flush
-        for key, (coadd_path, rr_path) in zip(keys[b:b + BATCH], paths[b:b + BATCH]):
-            t = time.perf_counter()
-            coadd = read_coadd(coadd_path, rr_path, lsf_rows=16)
-            t = lap("read_coadd", t)
-            tf, sf = targets_frame(coadd), spectra_frame(coadd)
-            t = lap("targets/spectra frames", t)
-            pre, _ = preprocessed_rows(tf.select(KEY_COLS), _arm_arrays(coadd), tf["usable"].to_numpy())
-            lap("preprocess (from memory)", t)
-            buffer.add(key, coadd.nspec, targets=tf, spectra=sf, preprocessed_spectra=pre)
-            n += coadd.nspec
-        buffer.flush()
-    return time.perf_counter() - t0, {"spectra": n, "parts": dict(parts)}
+        report = ingest_batch(keys[b:b + BATCH], timed_read, lh)
+        if report.failed:
+            raise SystemExit(f"bench ingest failed: {[o.error for o in report.failed][:3]}")
+        n += sum(o.spectra for o in report.good)
+    seconds = time.perf_counter() - t0
+    parts["frames + preprocess (from memory)"] = seconds - sum(parts.values())
+    return seconds, {"spectra": n, "parts": dict(parts)}
 
 
 # ----------------------------------------------------------------------------- 3. through Dagster
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 if stage == "raw":
                     s, extra = bench_raw(paths)
                 elif stage == "inproc":
-                    s, extra = bench_inproc(keys, paths, lake)
+                    s, extra = bench_inproc(keys, root, lake)
                 elif stage == "dagster":
                     s, extra = bench_dagster(keys, root, lake, work / "dagster-stderr.log")
                 elif stage == "dagster2":
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = cProfile.Profile()
             prof.enable()
             if args.profile == "inproc":
-                bench_inproc(keys, paths, lake)
+                bench_inproc(keys, root, lake)
             else:
                 bench_dagster(keys, root, lake, work / "dagster-stderr.log")
             prof.disable()

@@ -1,4 +1,10 @@
-"""Metadata helpers shared by every layer's assets: plots inline beside their full-size file."""
+"""Metadata helpers shared by every layer's assets: plots inline beside their full-size file.
+
+In the Dagster UI (1.13) the inline plot is the metadata entry's "[Show Markdown]" link on the asset
+page: it opens a dialog with the image (data: URIs pass the UI's Markdown sanitizer; Markdown over
+1,000 characters is always behind that link). desi_assets_tests/e2e/test_ui.py clicks it and checks
+the image; 480 px wide fits the dialog without a scroll bar.
+"""
 
 from __future__ import annotations
 

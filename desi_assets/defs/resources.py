@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from desi_assets.sources.archives import HttpArchive, LocalArchive, MockArchive, SpectraArchive
-from desi_assets.storage.lakehouse import DEFAULT_ROOT, LakehouseResource
+from desi_assets.storage.lakehouse import LakehouseResource, default_root
 
 
 def make_archive(spec: str | None, lakehouse_root: str) -> SpectraArchive:
@@ -22,5 +22,5 @@ def make_archive(spec: str | None, lakehouse_root: str) -> SpectraArchive:
 
 def make_resources(lakehouse_root: str | None = None, archive: str | None = None) -> dict:
     """The resources dict every Definitions object and test uses."""
-    root = lakehouse_root or DEFAULT_ROOT
+    root = lakehouse_root or default_root()
     return {"lakehouse": LakehouseResource(root=root), "archive": make_archive(archive, root)}

@@ -72,6 +72,12 @@ def binned_wavelength() -> np.ndarray:
     return np.concatenate(parts)
 
 
+#: First pixel centre of the merged brz grid (Å): 3600.0, the b arm's.
+COMBINED_START_A: float = ARMS["b"].start_a
+#: Pixels of the merged brz grid: 7781 (3600.0-9824.0 Å).
+COMBINED_NPIX: int = int(round((ARMS["z"].end_a - COMBINED_START_A) / DESI_PIXEL_STEP_A)) + 1
+
+
 def combined_wavelength() -> np.ndarray:
     """The merged brz grid, 3600-9824 Å in 0.8 Å steps (7781 pixels)."""
-    return np.round(3600.0 + DESI_PIXEL_STEP_A * np.arange(7781), 4)
+    return np.round(COMBINED_START_A + DESI_PIXEL_STEP_A * np.arange(COMBINED_NPIX), 4)

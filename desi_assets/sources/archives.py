@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import os
 import posixpath
@@ -144,6 +145,10 @@ class SpectraArchive(ConfigurableResource):
         """One line saying what this archive is."""
         return type(self).__name__
 
+    def why_empty(self) -> str:
+        """When listing finds no coadd file: what the archive holds instead and how to point at the data."""
+        return ""
+
     def list_keys(self) -> list[str]:
         """Partition keys of all usable entries."""
         return [e.key for e in self.list_entries()]
@@ -162,6 +167,19 @@ class LocalArchive(SpectraArchive):
     def describe(self) -> str:
         """One line saying what this archive is."""
         return f"local DESI tree at {Path(self.root).resolve()}"
+
+    def why_empty(self) -> str:
+        """Says whether root is missing, or which sub-folders are DESI productions to point at instead."""
+        root = Path(self.root)
+        if not root.is_dir():
+            return f"{root} is not a directory"
+        prods = find_productions(root)
+        if not prods:
+            return (f"{root} has no healpix/ or tiles/ folder (a DESI production, spectro/redux/{{specprod}}/, "
+                    f"holds them) and no sub-folder that looks like one")
+        return (f"{root} has no healpix/ or tiles/ folder itself, but holds {len(prods)} DESI production(s): "
+                f"{', '.join(prods)}. Point --archive at one of them, e.g. --archive {root / prods[0]} "
+                f"(one production per lakehouse: partition keys such as tile-80613-4 repeat across productions)")
 
     def _walk(self, sub: str, cat: _Catalog) -> None:
         root = Path(self.root)
@@ -237,6 +255,32 @@ class LocalArchive(SpectraArchive):
         root = Path(self.root)
         return keys.safe_join(root, e.coadd_relpath), (
             keys.safe_join(root, e.redrock_relpath) if e.redrock_relpath else None)
+
+
+def find_productions(root: str | Path, max_depth: int = 3) -> list[str]:
+    """Sub-folders of root (POSIX, relative; at most max_depth deep) holding a healpix/ or tiles/ tree."""
+    root = Path(root)
+    found: list[str] = []
+    seen: set[Path] = set()
+    level = [root]
+    for _ in range(max_depth):
+        nxt = []
+        for d in level:
+            try:
+                subs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for sub in subs:
+                real = sub.resolve()
+                if real in seen:
+                    continue
+                seen.add(real)
+                if (sub / "healpix").is_dir() or (sub / "tiles").is_dir():
+                    found.append(sub.relative_to(root).as_posix())
+                else:
+                    nxt.append(sub)
+        level = nxt
+    return sorted(found)
 
 
 # ----------------------------------------------------------------------------- http
@@ -407,29 +451,44 @@ class HttpArchive(SpectraArchive):
         return out
 
     def download(self, relpath: str, expected_size: int | None = None, sha256: str | None = None) -> Path:
-        """Fetch base_url/relpath into cache_dir/relpath (resume via .part + Range, size and optional sha256 checked)."""
+        """Fetch base_url/relpath into cache_dir/relpath; a cached copy is reused only while it matches the server.
+
+        A cached file is checked against a HEAD (Content-Length, ETag, Last-Modified recorded in a
+        ``.http.json`` sidecar at download time) and re-fetched if it is truncated or the server's copy
+        changed. A ``.part`` is resumed with Range + If-Range (its recorded ETag or Last-Modified), so a
+        file that changed on the server restarts instead of being spliced; sizes and an optional sha256
+        are checked before the file takes its final name.
+        """
         dest = keys.safe_join(self.cache_dir, relpath)
-        if dest.is_file() and (expected_size is None or dest.stat().st_size == expected_size):
-            log.debug("cache hit %s", dest)
-            return dest
+        url = self._url(relpath)
+        if dest.is_file():
+            stale = self._stale_reason(url, dest, expected_size, sha256)
+            if stale is None:
+                log.debug("cache hit %s", dest)
+                return dest
+            log.warning("cached %s is not the server's file (%s); fetching it again", dest, stale)
+            dest.unlink(missing_ok=True)
+            _meta_path(dest).unlink(missing_ok=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        url = self._url(relpath)
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                self._download_once(url, part, expected_size)
+                remote = self._download_once(url, part, expected_size)
+                digest = None
                 if sha256 is not None:
-                    got = _sha256(part)
-                    if got != sha256.lower():
-                        part.unlink(missing_ok=True)
-                        raise DownloadError(f"{url}: checksum mismatch: sha256 {got}, expected {sha256}")
+                    digest = _sha256(part)
+                    if digest != sha256.lower():
+                        _discard(part)
+                        raise DownloadError(f"{url}: checksum mismatch: sha256 {digest}, expected {sha256}")
                 os.replace(part, dest)
+                _write_meta(dest, {**remote.to_dict(), "size": dest.stat().st_size, "sha256": digest, "url": url})
+                _meta_path(part).unlink(missing_ok=True)
                 return dest
             except DownloadError as exc:
                 last = exc
-                if ("size mismatch" in str(exc) or "checksum mismatch" in str(exc)) and attempt < self.retries:
-                    log.warning("%s (attempt %d), resuming", exc, attempt + 1)
+                if any(m in str(exc) for m in _RETRY_ON) and attempt < self.retries:
+                    log.warning("%s (attempt %d), trying again", exc, attempt + 1)
                     continue
                 raise
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -439,29 +498,71 @@ class HttpArchive(SpectraArchive):
                 log.warning("download %s failed (attempt %d): %s", url, attempt + 1, exc)
         raise DownloadError(f"{url}: download failed after {self.retries + 1} attempts: {last}") from last
 
-    def _download_once(self, url: str, part: Path, expected_size: int | None) -> None:
+    def _stale_reason(self, url: str, dest: Path, expected_size: int | None, sha256: str | None) -> str | None:
+        """Why a cached file cannot be reused (None: it matches the server, or the record when offline)."""
+        size = dest.stat().st_size
+        stored = _read_meta(dest)
+        if expected_size is not None and size != expected_size:
+            return f"{size} bytes, listing says {expected_size}"
+        remote = self._head(url)
+        if remote is None:  # server unreachable or no HEAD: trust only what was verified at download time
+            if stored is None or stored.get("size") != size:
+                return f"{size} bytes and no record of a complete download; the server cannot be asked"
+            log.warning("cannot check %s against the server; using the cached copy recorded as complete", url)
+            return None
+        if remote.size is None and dest.name.endswith(".fits") and size % _FITS_BLOCK:
+            return f"{size} bytes is not a whole number of {_FITS_BLOCK}-byte FITS blocks"
+        local = _Remote.from_dict(stored or {}, size=size)
+        if not local.same_as(remote):
+            return f"local {local.describe()}, server {remote.describe()}"
+        if sha256 is not None and (stored or {}).get("sha256") != sha256.lower():
+            digest = _sha256(dest)
+            if digest != sha256.lower():
+                return f"sha256 {digest}, expected {sha256}"
+            stored = {**(stored or {}), "sha256": digest}
+        if stored is None or not stored.get("etag") and not stored.get("last_modified"):
+            _write_meta(dest, {**(stored or {}), **remote.to_dict(), "size": size, "url": url})  # adopt validators
+        return None
+
+    def _download_once(self, url: str, part: Path, expected_size: int | None) -> _Remote:
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        stored = _Remote.from_dict(_read_meta(part) or {}) if have else None
+        if have and stored.validator() is None:
+            log.warning("%s: partial download %s has no recorded ETag/Last-Modified; restarting", url, part.name)
+            _discard(part)
+            have, stored = 0, None
+        headers = {"Range": f"bytes={have}-", "If-Range": stored.validator()} if have else {}
         try:
             resp = self._open(url, headers)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # already complete, or .part is bogus
-                total = self._remote_size(url)
-                if total == have:
-                    return
-                part.unlink(missing_ok=True)
+                remote = self._head(url)
+                if remote is not None and remote.size == have and stored.same_as(remote):
+                    return remote
+                _discard(part)
                 raise DownloadError(f"{url}: size mismatch: partial file has {have} bytes, server says "
-                                    f"{total}; partial file discarded") from exc
+                                    f"{remote.size if remote else None}; partial file discarded") from exc
             raise
         with resp:
             status = getattr(resp, "status", 200)
-            if status == 206:
+            remote = _Remote.of(resp.headers)
+            if status == 206 and stored is not None:
                 total = _total_from_content_range(resp.headers.get("Content-Range"))
+                remote = _Remote(total, remote.etag, remote.last_modified)
+                if not stored.same_as(remote):  # the server ignored If-Range and the file changed
+                    _discard(part)
+                    raise DownloadError(f"{url}: changed on the server since the partial download (had "
+                                        f"{stored.describe()}, now {remote.describe()}); partial file discarded")
                 mode = "ab"
                 log.info("resuming %s at byte %d", url, have)
             else:
+                if have:
+                    log.info("%s: server sent the whole file (changed since the partial download, or no Range "
+                             "support); restarting", url)
                 total = _int_or_none(resp.headers.get("Content-Length"))
+                remote = _Remote(total, remote.etag, remote.last_modified)
                 have, mode = 0, "wb"
+                _write_meta(part, remote.to_dict())  # validators for a later If-Range
             if expected_size is not None and total is not None and total != expected_size:
                 raise DownloadError(f"{url}: size mismatch: listing says {expected_size} bytes, server {total}")
             got = have
@@ -482,16 +583,80 @@ class HttpArchive(SpectraArchive):
                                     f"(kept {part.name} for resume)") from exc
         if total is not None and got != total:
             if got > total:
-                part.unlink(missing_ok=True)
+                _discard(part)
             raise DownloadError(f"{url}: size mismatch: received {got} bytes, server announced {total}")
         log.info("downloaded %s (%d bytes)", url, got)
+        return remote
 
-    def _remote_size(self, url: str) -> int | None:
+    def _head(self, url: str) -> _Remote | None:
+        """Size and validators the server announces for url (None if it cannot be asked)."""
         try:
             with self._open(url, method="HEAD") as resp:
-                return _int_or_none(resp.headers.get("Content-Length"))
-        except (urllib.error.URLError, OSError):
+                return _Remote.of(resp.headers)
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
             return None
+
+
+#: Download errors worth another attempt (resume or restart).
+_RETRY_ON = ("size mismatch", "checksum mismatch", "changed on the server")
+_FITS_BLOCK = 2880
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """What identifies one version of a remote file: size (bytes), ETag, Last-Modified."""
+
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, headers) -> _Remote:
+        return cls(_int_or_none(headers.get("Content-Length")), headers.get("ETag"), headers.get("Last-Modified"))
+
+    @classmethod
+    def from_dict(cls, d: dict, size: int | None = None) -> _Remote:
+        return cls(size if size is not None else d.get("size"), d.get("etag"), d.get("last_modified"))
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "etag": self.etag, "last_modified": self.last_modified}
+
+    def validator(self) -> str | None:
+        """What If-Range may carry: a strong ETag, else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def same_as(self, other: _Remote) -> bool:
+        """False if any of size, ETag, Last-Modified is known on both sides and differs."""
+        return all(a is None or b is None or a == b for a, b in (
+            (self.size, other.size), (self.etag, other.etag), (self.last_modified, other.last_modified)))
+
+    def describe(self) -> str:
+        return f"{self.size} bytes, ETag {self.etag}, Last-Modified {self.last_modified}"
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".http.json")
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        d = json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    tmp = _meta_path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, _meta_path(path))
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

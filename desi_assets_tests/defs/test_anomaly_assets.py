@@ -1,103 +1,42 @@
 """The anomaly layer through Dagster: asset context, materialize, model versions, idempotency, blocking check.
 
 One small mock (8 pixels at spectra_scale 0.2, ~1,000 spectra) is ingested, preprocessed, scored
-and validated once per session by :func:`anomaly_lake` (cached, shared with test_anomaly_checks).
+and validated once per worker by the session fixture ``anomaly_lake`` (conftest.py).
 """
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-from desi_assets.defs.anomalies import assets as anomaly_assets
-from desi_assets.defs.anomalies.assets import (
-    MODEL_NAME,
-    ScoringConfig,
-    anomaly_injection,
-    anomaly_model,
-    anomaly_scores,
-    current_local_model,
-    current_model,
-    run_injection,
-    training_set,
-)
-from desi_assets.defs.anomalies.checks import ALL_CHECKS, anomaly_summary, training_class_balance
+from desi_assets.defs.anomalies.assets import MODEL_CODE_VERSION, anomaly_model, anomaly_scores, training_set
+from desi_assets.defs.anomalies.checks import ALL_CHECKS, training_class_balance
+from desi_assets.defs.anomalies.config import AnomalyConfig, ModelConfig, ScoringConfig
 from desi_assets.defs.partitions import coadds_partitions
+from desi_assets.science.anomaly import fitting, sampling
+from desi_assets.science.anomaly.recovery import run_injection
 from desi_assets.storage.arrays import to_numpy_2d
 from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets.storage.models import MODEL_NAME, current_local_model, current_model
+from desi_assets.storage.samples import training_fingerprint
 
-#: Small training run for tests (1 thread: 2 threads on a shared 2-core box are 5-10x slower).
-TEST_MODEL_CONFIG = {"epochs": 20, "patience": 5, "num_threads": 1}
 CHECK_NAMES = {c.check_key.name for c in ALL_CHECKS}
 
 
-def materialize_anomaly_layer(root: Path, survey_config, model_config: dict | None = None,
-                              training_config: dict | None = None, injection_config: dict | None = None) -> dict:
-    """Write a mock under root, then run ingest, training, scoring and validation with all 9 checks.
-
-    Returns survey/lake paths, partition keys, every check evaluation and the training wall time (s).
-    """
-    import time
-
-    from desi_assets.definitions import build_defs
-    from desi_assets.runner import register_partitions, run_partitioned
-    from desi_assets.sources.mock import write_mock_survey
-    from desi_assets_tests.conftest import survey_keys
-
-    torch.set_num_threads(1)
-    survey, lake = root / "survey", root / "lake"
-    write_mock_survey(survey, survey_config)
-    keys = survey_keys(survey)
-    defs = build_defs(str(lake), str(survey))
-    ops = {name: {"config": cfg} for name, cfg in (("anomaly_model", model_config), ("training_set", training_config),
-                                                  ("anomaly_injection", injection_config)) if cfg}
-    (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as inst:
-        register_partitions(inst, keys)
-        assert not run_partitioned(defs, "coadd_job", keys, inst).failed
-        t0 = time.perf_counter()
-        res = dg.materialize([training_set, anomaly_model, training_class_balance], instance=inst,
-                             resources=defs.resources,
-                             run_config={"ops": {k: v for k, v in ops.items() if k != "anomaly_injection"}})
-        train_s = time.perf_counter() - t0
-        evaluations = {e.check_name: e for e in res.get_asset_check_evaluations()}
-        assert not run_partitioned(defs, "anomaly_scores_job", keys, inst).failed
-        res = dg.materialize([anomaly_summary, anomaly_injection, *ALL_CHECKS[1:]], instance=inst,
-                             resources=defs.resources,
-                             run_config={"ops": {k: v for k, v in ops.items() if k == "anomaly_injection"}})
-        evaluations |= {e.check_name: e for e in res.get_asset_check_evaluations()}
-    return {"survey": survey, "lake": str(lake), "keys": keys, "evaluations": evaluations, "train_seconds": train_s}
-
-
-@functools.lru_cache(maxsize=1)
-def anomaly_lake() -> dict:
-    """Mock survey + lakehouse with the whole anomaly layer materialized (built once per process)."""
-    from desi_assets.sources.mock import MockSurveyConfig
-
-    root = Path(tempfile.mkdtemp(prefix="desi-ard-anomaly-"))
-    atexit.register(shutil.rmtree, root, True)
-    built = materialize_anomaly_layer(root, MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.2),
-                                      model_config=TEST_MODEL_CONFIG, training_config={"per_class": 400},
-                                      injection_config={"per_kind": 100})
-    built["checks"] = {name: e.passed for name, e in built.pop("evaluations").items()}
-    return built
-
-
 @pytest.fixture(scope="module")
-def lake() -> dict:
-    return anomaly_lake()
+def lake(anomaly_lake) -> dict:
+    return anomaly_lake
 
 
 def _register(instance, keys):
     instance.add_dynamic_partitions(coadds_partitions.name, [k for k in keys if not instance.has_dynamic_partition(
         coadds_partitions.name, k)])
+
+
+def _inline_png(value) -> bool:
+    return "data:image/png;base64," in getattr(value, "value", value)
 
 
 def test_materialized_layer_records_model_version_and_runs_every_check(lake):
@@ -124,6 +63,36 @@ def test_materialized_layer_records_model_version_and_runs_every_check(lake):
     inj = lh.read("injection_results")
     assert set(inj["kind"].unique()) >= {"clean", "bal", "cosmic_ray"} and inj["model_version"].unique().to_list() == [
         version]
+    # the training run: config values recorded, loss curve inline beside its full-size file
+    meta = lake["model_meta"]
+    assert meta["reused"] is False and meta["model_version"] == version
+    assert meta["config"]["epochs"] == lake["config"].model.epochs == 20
+    assert _inline_png(meta["loss_curve"]) and Path(meta["loss_curve_path"]).exists()
+
+
+def test_rematerializing_with_unchanged_inputs_reuses_the_model(lake, instance, monkeypatch):
+    """Same training-set content + config + code version: same model_version, and nothing is trained."""
+    lh = LakehouseResource(root=lake["lake"])
+    _, before = current_model(lh)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("anomaly_model retrained although its inputs did not change")
+
+    monkeypatch.setattr(fitting, "fit_anomaly_model", no_training)
+    res = dg.materialize([training_set, anomaly_model], instance=instance,
+                         resources={"lakehouse": lh, "anomaly_config": lake["config"]})
+    ev = res.asset_materializations_for_node("anomaly_model")[0]
+    assert ev.metadata["model_version"].value == before and ev.metadata["reused"].value is True
+    assert ev.tags["dagster/data_version"] == before  # Dagster's data version is the model version
+    ts_ev = res.asset_materializations_for_node("training_set")[0]
+    assert ts_ev.tags["dagster/data_version"] == training_fingerprint(lh.read("training_set"))
+    assert current_model(lh)[1] == before
+    # any change to what determines the model changes its key (so it would be retrained)
+    fp = training_fingerprint(lh.read("training_set"))
+    cfg = lake["config"]
+    other = AnomalyConfig(model=ModelConfig(**(cfg.model.model_dump() | {"epochs": 21})))
+    assert len({cfg.training_key(fp, MODEL_CODE_VERSION), other.training_key(fp, MODEL_CODE_VERSION),
+                cfg.training_key(fp + "x", MODEL_CODE_VERSION), cfg.training_key(fp, MODEL_CODE_VERSION + "x")}) == 4
 
 
 def test_anomaly_scores_with_asset_context_and_rematerialize(lake, instance):
@@ -131,39 +100,34 @@ def test_anomaly_scores_with_asset_context_and_rematerialize(lake, instance):
     key = lake["keys"][0]
     _register(instance, lake["keys"])
     before = lh.read("anomaly_scores").height
-    resources = {"lakehouse": lh}
-    ctx = dg.build_asset_context(partition_key=key, resources=resources, instance=instance)
-    out = anomaly_scores(ctx, ScoringConfig(make_plot=True, gallery_size=3))
+    # a non-default threshold set on the one config resource reaches the asset
+    cfg = AnomalyConfig(scoring=ScoringConfig(threshold=2.5, make_plot=True, gallery_size=3))
+    ctx = dg.build_asset_context(partition_key=key, resources={"lakehouse": lh, "anomaly_config": cfg},
+                                 instance=instance)
+    out = anomaly_scores(ctx)
     n_key = lh.read("preprocessed_spectra", keys=[key], columns=["targetid"]).height
-    assert out.metadata["rows"] == n_key > 0
-    for g in ("gallery", "gallery_local"):  # top anomalies by the seed score and by score_local, as PNGs
-        png = Path(out.metadata[g].path)
+    assert out.metadata["batch_rows"] == n_key > 0 and out.metadata["batch_partitions"] == 1
+    assert out.metadata["table_rows"] == before and out.metadata["table_partitions"] == len(lake["keys"])
+    assert out.metadata["threshold"] == 2.5 and out.metadata["config"].value["threshold"] == 2.5
+    part = lh.read("anomaly_scores", keys=[key])
+    assert (part["is_anomaly"] == (part["score"] > 2.5)).all()
+    assert out.metadata["batch_anomalies"] == int((part["score"] > 2.5).sum())
+    for g in ("gallery", "gallery_local"):  # top anomalies by the seed score and by score_local, inline + PNG
+        assert _inline_png(out.metadata[g])
+        png = Path(out.metadata[f"{g}_path"].path)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     _, version = current_model(lh)
     assert out.metadata["model_version"] == version
-    part = lh.read("anomaly_scores", keys=[key])
     assert part.height == n_key and (part["model_version"] == version).all()
-    # a second materialization of the same partition through Dagster keeps the row counts
-    res = dg.materialize([anomaly_scores], partition_key=key, resources=resources, instance=instance,
-                         run_config={"ops": {"anomaly_scores": {"config": {"make_plot": False}}}})
+    # a second materialization of the same partition through Dagster keeps the row counts (default threshold)
+    res = dg.materialize([anomaly_scores], partition_key=key, instance=instance,
+                         resources={"lakehouse": lh, "anomaly_config": AnomalyConfig()},
+                         run_config={"resources": {"anomaly_config": {"config": {"scoring": {"make_plot": False}}}}})
     assert res.success
     assert lh.read("anomaly_scores").height == before
-    assert lh.read("anomaly_scores", keys=[key])["targetid"].sort().to_list() == part["targetid"].sort().to_list()
-
-
-def _clone(src: str, dst: str, tables) -> LakehouseResource:
-    """Copy some tables (and the model pointer) of one lakehouse into another."""
-    a, b = LakehouseResource(root=src), LakehouseResource(root=dst)
-    for t in tables:
-        df = a.read(t)
-        if t in ("training_set", "injection_results"):
-            b.overwrite(t, df)
-        else:
-            b.write_partitions(t, df, df["coadd_key"].unique().to_list())
-    p = a.current_model(MODEL_NAME)
-    b.publish_model(MODEL_NAME, Path(p["path"]), p["version"], {k: v for k, v in p.items()
-                                                                 if k not in ("name", "version", "path")})
-    return b
+    again = lh.read("anomaly_scores", keys=[key])
+    assert again["targetid"].sort().to_list() == part["targetid"].sort().to_list()
+    assert (again["is_anomaly"] == (again["score"] > 5.0)).all()
 
 
 def biased_sample(ids: pl.DataFrame, per_class, val_fraction, seed, upsample=True) -> pl.DataFrame:
@@ -173,13 +137,13 @@ def biased_sample(ids: pl.DataFrame, per_class, val_fraction, seed, upsample=Tru
     return pl.concat(parts).with_columns(split=pl.lit("train"))
 
 
-def test_blocking_class_balance_stops_training(lake, tmp_path, instance, monkeypatch):
+def test_blocking_class_balance_stops_training(lake, tmp_path, instance, monkeypatch, clone_lake):
     dst = str(tmp_path / "lake")
-    _clone(lake["lake"], dst, ["targets", "preprocessed_spectra"])
-    monkeypatch.setattr(anomaly_assets, "balanced_sample", biased_sample)
+    clone_lake(lake["lake"], dst, ["targets", "preprocessed_spectra"])
+    monkeypatch.setattr(sampling, "balanced_sample", biased_sample)
     res = dg.materialize([training_set, anomaly_model, training_class_balance], instance=instance,
-                         resources={"lakehouse": LakehouseResource(root=dst)}, raise_on_error=False,
-                         run_config={"ops": {"anomaly_model": {"config": TEST_MODEL_CONFIG}}})
+                         resources={"lakehouse": LakehouseResource(root=dst), "anomaly_config": lake["config"]},
+                         raise_on_error=False)
     ev = res.get_asset_check_evaluations()
     assert len(ev) == 1 and not ev[0].passed
     assert ev[0].metadata["frac_galaxy"].value == pytest.approx(0.5)

@@ -26,14 +26,16 @@ def test_raw_spectra_with_asset_context(small_survey, lakehouse_root, instance):
     instance.add_dynamic_partitions(coadds_partitions.name, [key])
     res = make_resources(lakehouse_root, str(small_survey))
     ctx = dg.build_asset_context(partition_key=key, resources=res, instance=instance)
-    raw, pre = list(coadd_ingest(ctx, IngestConfig(make_plot=False)))
+    assert list(coadd_ingest(ctx, IngestConfig(make_plot=False))) == []  # recorded per partition, as events
+    raw, pre = ctx.op_execution_context.get_events()
     assert (raw.asset_key.path, pre.asset_key.path) == (["raw_spectra"], ["preprocessed_spectra"])
-    assert raw.metadata["rows"] > 0
+    assert raw.partition == pre.partition == key
+    rows = raw.metadata["rows"].value
     t = LakehouseResource(root=lakehouse_root).read("targets")
     assert t["coadd_key"].unique().to_list() == [key]
-    assert t.height == raw.metadata["rows"]
-    assert pre.metadata["rows"] == int(t["usable"].sum())
-    assert pre.metadata["excluded_unusable"] == raw.metadata["flagged_unusable"]
+    assert t.height == rows == raw.metadata["batch_rows"].value == raw.metadata["table_rows"].value > 0
+    assert pre.metadata["rows"].value == int(t["usable"].sum())
+    assert pre.metadata["excluded_unusable"].value == raw.metadata["flagged_unusable"].value
 
 
 def test_preprocess_alone_reads_spectra_back_and_matches(small_survey, lakehouse_root, instance):
@@ -58,6 +60,7 @@ def test_materialize_is_idempotent_and_preprocesses(small_survey, lakehouse_root
     res = make_resources(lakehouse_root, str(small_survey))
     lh = LakehouseResource(root=lakehouse_root)
     _materialize(keys, res, instance)
+    assert lh.read("ingest_errors").height == 0  # exists (empty) after a clean run: reading it never raises
     counts = {t: lh.read(t).height for t in ("targets", "spectra", "preprocessed_spectra")}
     _materialize(keys[:1], res, instance)  # re-run one partition
     assert {t: lh.read(t).height for t in counts} == counts
@@ -87,13 +90,18 @@ def test_corrupt_file_fails_its_partition_only(survey_copy, lakehouse_root, inst
     assert landed == sorted([keys[0], keys[2]])
 
 
-def test_wrong_partition_key_is_rejected(small_survey, lakehouse_root, instance):
+def test_wrong_partition_key_is_rejected_and_recorded(small_survey, lakehouse_root, instance):
     res = make_resources(lakehouse_root, str(small_survey))
-    for bad in ["main-dark-99999999", "../../etc-passwd-1", "main-nightly-10"]:
+    bad_keys = ["main-dark-99999999", "../../etc-passwd-1", "main-nightly-10", "../../etc"]
+    for bad in bad_keys:
         instance.add_dynamic_partitions(coadds_partitions.name, [bad])
         ctx = dg.build_asset_context(partition_key=bad, resources=res, instance=instance)
-        with pytest.raises(InvalidPartitionKeyError, match="partition key"):
+        with pytest.raises(dg.Failure, match="invalid partition key"):
             list(coadd_ingest(ctx, IngestConfig()))
+    errors = LakehouseResource(root=lakehouse_root).read("ingest_errors").sort("failed_at")
+    assert errors["coadd_key"].to_list() == bad_keys
+    assert set(errors["error_type"]) == {InvalidPartitionKeyError.__name__}
+    assert set(errors["hpxgroup"]) == {-1} and set(errors["outcome"]) == {"failed"}
 
 
 def test_consumers_read_and_join(small_survey, lakehouse_root, instance):

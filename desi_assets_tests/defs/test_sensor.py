@@ -4,8 +4,9 @@ import shutil
 
 import dagster as dg
 
-from desi_assets.defs.ingest.sensors import decode_cursor, new_coadds_sensor
-from desi_assets.sources.archives import LocalArchive
+from desi_assets.defs.ingest.sensors import daily_coadd_discovery, decode_cursor, new_coadds_sensor
+from desi_assets.sources.archives import ArchiveEntry, LocalArchive
+from desi_assets_tests.conftest import survey_keys
 
 
 class ArrivingArchive(LocalArchive):
@@ -51,3 +52,30 @@ def test_sensor_requests_each_file_once(survey_copy, instance, tmp_path):
     assert not third.run_requests and "no new coadds" in str(third.skip_reason)
     assert decode_cursor(third.cursor or second.cursor) == set(requested) | set(late)
     assert set(instance.get_dynamic_partitions("coadds")) == set(requested) | set(late)
+
+
+class JunkListingArchive(LocalArchive):
+    """A listing that also holds keys no coadd file can have."""
+
+    def list_entries(self, *args, **kwargs):
+        return [ArchiveEntry(key="", coadd_relpath="x.fits"), ArchiveEntry(key="../../etc", coadd_relpath="y.fits"),
+                *super().list_entries(*args, **kwargs)]
+
+
+def test_sensor_never_registers_junk_keys(small_survey, instance):
+    result = _tick(instance, JunkListingArchive(root=str(small_survey)), None)
+    assert [r.partition_key for r in result.run_requests] == survey_keys(small_survey)
+    assert instance.get_dynamic_partitions("coadds") == survey_keys(small_survey)
+
+
+def test_daily_schedule_registers_new_files_and_requests_each_once(survey_copy, instance):
+    keys = survey_keys(survey_copy)
+    instance.add_dynamic_partitions("coadds", keys[:1])  # one file known already
+    archive = JunkListingArchive(root=str(survey_copy))
+    ctx = dg.build_schedule_context(instance=instance, resources={"archive": archive})
+    requests = daily_coadd_discovery(ctx)
+    assert [r.partition_key for r in requests] == keys[1:]
+    assert [r.run_key for r in requests] == [f"daily-{k}" for k in keys[1:]]
+    assert instance.get_dynamic_partitions("coadds") == keys  # the junk keys are not registered
+    again = daily_coadd_discovery(dg.build_schedule_context(instance=instance, resources={"archive": archive}))
+    assert isinstance(again, dg.SkipReason) and f"{len(keys)} known" in again.skip_message

@@ -1,27 +1,29 @@
-"""The Dagster UI renders the asset graph and the `coadds` partitions (webserver + headless Chromium).
+"""The Dagster UI: the expanded lineage, the `coadds` partitions and an inline plot (webserver + headless Chromium).
 
 Builds a tiny lakehouse (2 partitions of `coadd_job` materialized into a temp instance), starts
-`dagster-webserver` on a free port in its own process group, and checks the rendered DOM of the
-asset graph and of a partitions page with `chromium --headless --dump-dom`. A screenshot of the
-asset graph is written to tmp_path, or kept as `ui_asset_graph.png` beside this file when
-DESI_ARD_KEEP_SCREENSHOT=1.
+`dagster-webserver` on a free port in its own process group (STACK-NOTES: `set -m`), and drives one
+headless Chromium over the DevTools protocol: open a page, wait for its text, click, read the DOM,
+take screenshots. Screenshots go to tmp_path, or to $DESI_ARD_SCREENSHOTS when that is set.
+
+What Dagster 1.13 does with plots (checked here): a `MetadataValue.md` holding a data: URI PNG is
+rendered (its sanitizer allows data: image sources), but Markdown over 1,000 characters sits behind a
+"[Show Markdown]" link in the metadata table and opens in a dialog; the test clicks it.
 """
 
 from __future__ import annotations
 
-import html
+import base64
 import json
 import os
-import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -33,21 +35,19 @@ from desi_assets_tests.conftest import survey_keys
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parents[2]
-KEPT_SCREENSHOT = Path(__file__).with_name("ui_asset_graph.png")
-ASSETS = ["raw_spectra", "preprocessed_spectra", "anomaly_scores", "training_set", "anomaly_model"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SERVER_START_S = 60.0  # /server_info answers after ~6 s on an idle machine; allow for a busy one
-CHROMIUM_TIMEOUT_S = 60.0
-STACK_NOTES_WINDOW = "1400,900"
+SERVER_START_S = 90.0  # /server_info answers after ~6 s on an idle machine; allow for a busy one
+PAGE_TIMEOUT_S = 45.0
 # At 1400x900 the graph is zoomed out so far that Dagster draws name-only nodes with truncated
 # names ("preproces…_spectra"); from ~2400 px wide it draws full nodes (latest event, "50% filled",
-# "4 partitions"), which is what the DOM check and the kept screenshot need.
-GRAPH_WINDOW = "2400,1000"
-# The global lineage page collapses groups when there are several; `expanded` (a query parameter the
-# UI also keeps in local storage) opens them. With the default feature flags (a fresh Chromium
-# profile) a group's id is "global@global:{group}".
-GROUPS = ["ingest", "preprocess", "anomalies"]
-GRAPH_PATH = "/asset-groups?expanded=" + urllib.parse.quote(",".join(f"global@global:{g}" for g in GROUPS), safe="")
+# "4 partitions"), which is what the DOM check and the screenshot need.
+GRAPH_WINDOW = (2400, 1500)
+PAGE_WINDOW = (1400, 900)
+PLOTTED_ASSETS = ["raw_spectra", "preprocessed_spectra"]  # coadd_job's assets with an example plot
+PNG_DATA = "data:image/png;base64,"
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="chromium is not on PATH (`make browser` installs Debian's chromium)")
 
 
 def _free_port() -> int:
@@ -56,50 +56,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _graphql(url: str, query: str) -> dict:
+    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["data"]
+
+
 def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2) as r:
-                up = r.status == 200
-            if up and _asset_count(url) > 0:  # the code location has loaded too
+            if _graphql(url, "{ assetNodes { id } }")["assetNodes"]:  # the code location has loaded too
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError, KeyError, TypeError):
             pass
         time.sleep(0.3)
     pytest.fail(f"dagster-webserver did not serve the code location in {SERVER_START_S:.0f} s:\n"
                 f"{log.read_text()[-3000:]}")
-
-
-def _asset_count(url: str) -> int:
-    """Number of asset nodes the webserver's GraphQL API knows (0 while the code server loads)."""
-    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": "{ assetNodes { id } }"}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return len(json.loads(r.read())["data"]["assetNodes"])
-
-
-def _text(dom: str) -> str:
-    """Visible text of a dumped DOM (scripts, styles and tags removed, whitespace collapsed)."""
-    dom = re.sub(r"<(script|style)\b[^>]*>.*?</\1>", " ", dom, flags=re.S | re.I)
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom))).strip()
-
-
-def _chromium(url: str, *action: str, cwd: Path, window: str = STACK_NOTES_WINDOW) -> str:
-    """Run headless Chromium with the STACK-NOTES flags plus `action`; returns stdout."""
-    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=cwd)
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-           "--virtual-time-budget=15000", f"--window-size={window}", *action, url]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, cwd=cwd,
-                             start_new_session=True)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert out.returncode == 0, f"chromium failed ({out.returncode}) on {url}:\n{out.stderr[-2000:]}"
-    return out.stdout
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -110,69 +86,198 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop the webserver's whole process group, including its `dagster api grpc` code server."""
+    """Stop a process group (the webserver and its `dagster api grpc` code server, or Chromium)."""
     _signal_group(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         pass
     _signal_group(proc.pid, signal.SIGKILL)  # the code server may outlive the webserver by its heartbeat
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def ui_lakehouse(small_survey, tmp_path):
-    """A temp DAGSTER_HOME + lakehouse with the `coadds` partitions and 2 materialized partitions."""
+class Browser:
+    """One headless Chromium page driven over the DevTools protocol (STACK-NOTES flags)."""
+
+    def __init__(self, workdir: Path):
+        from websockets.sync.client import connect  # dagster-webserver's uvicorn[standard] brings websockets
+
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=workdir)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={self.profile}",
+             "--remote-debugging-port=0", "--window-size={},{}".format(*PAGE_WINDOW), "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file = Path(self.profile) / "DevToolsActivePort"  # Chromium writes its port here
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(p for p in json.loads(r.read()) if p["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self.msg_id = 0
+
+    def call(self, method: str, **params) -> dict:
+        self.msg_id += 1
+        self.ws.send(json.dumps({"id": self.msg_id, "method": method, "params": params}))
+        while True:  # skip events until our reply
+            msg = json.loads(self.ws.recv(timeout=PAGE_TIMEOUT_S))
+            if msg.get("id") == self.msg_id:
+                assert "error" not in msg, f"{method}: {msg['error']}"
+                return msg["result"]
+
+    def js(self, expression: str):
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in res, res["exceptionDetails"]
+        return res["result"].get("value")
+
+    def wait_for(self, expression: str, what: str, timeout: float = PAGE_TIMEOUT_S):
+        """Poll a JS expression until it is truthy; fail with the page's text otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        pytest.fail(f"{what} not shown in {timeout:.0f} s; page text: {self.text()[:1500]!r}")
+
+    def open(self, url: str, window: tuple[int, int] = PAGE_WINDOW) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=window[0], height=window[1],
+                  deviceScaleFactor=1, mobile=False)
+        self.call("Page.navigate", url=url)
+
+    def text(self) -> str:
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def wait_for_text(self, *needles: str, timeout: float = PAGE_TIMEOUT_S) -> str:
+        probe = " && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in needles)
+        self.wait_for(f"document.body && {probe}", f"{needles}", timeout)
+        return self.text()
+
+    def screenshot(self, path: Path) -> Path:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            _stop(self.proc)
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ui(small_survey, tmp_path_factory):
+    """(base URL, partition keys, Browser, screenshot dir): a served temp instance with 2 materialized partitions."""
     import dagster as dg
 
     from desi_assets.definitions import build_defs
     from desi_assets.runner import register_partitions, run_partitioned
 
-    home = tmp_path / "dagster_home"
+    if CHROMIUM is None:
+        pytest.skip("chromium is not on PATH (`make browser` installs Debian's chromium)")
+    pytest.importorskip("websockets.sync.client")
+    tmp = tmp_path_factory.mktemp("ui")
+    home = tmp / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    lake = tmp_path / "lakehouse"
+    lake = tmp / "lakehouse"
     keys = survey_keys(small_survey)
     defs = build_defs(str(lake), str(small_survey))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register_partitions(instance, keys)
         res = run_partitioned(defs, "coadd_job", keys[:2], instance, batch=25)
     assert not res.failed and res.runs == 1
-    return home, lake, keys
 
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (`make browser` installs Debian's chromium)")
-def test_ui_shows_asset_graph_and_partitions(ui_lakehouse, small_survey, tmp_path):
-    home, lake, keys = ui_lakehouse
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DAGSTER_HOME": str(home), "DESI_ARD_LAKEHOUSE": str(lake),
            "DESI_ARD_ARCHIVE": str(small_survey)}
-    log = tmp_path / "webserver.log"
+    log = tmp / "webserver.log"
     webserver = str(Path(sys.executable).with_name("dagster-webserver"))
     with open(log, "w") as fh:
         proc = subprocess.Popen([webserver, "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
                                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    browser = None
     try:
         _wait_for_server(url, proc, log)
-
-        # the global asset graph, groups expanded: every asset of every layer is a full node
-        text = _text(_chromium(url + GRAPH_PATH, "--dump-dom", cwd=tmp_path, window=GRAPH_WINDOW))
-        missing = [a for a in ASSETS if a not in text]
-        assert not missing, f"asset graph lacks {missing}; page text: {text[:1500]!r}"
-        assert f"{len(keys)} partitions" in text, f"graph nodes do not show the coadds partitions: {text[:1500]!r}"
-
-        # the partitions tab of raw_spectra: every dynamic `coadds` key, 2 of them materialized
-        text = _text(_chromium(f"{url}/assets/raw_spectra?view=partitions", "--dump-dom", cwd=tmp_path))
-        absent = [k for k in keys if k not in text]
-        assert not absent, f"partition keys {absent} not on the partitions page; page text: {text[:1500]!r}"
-        assert f"{len(keys)} Partitions" in text and "Materialized (2)" in text, text[:1500]
-        assert f"Missing ({len(keys) - 2})" in text, text[:1500]
-
-        shot = tmp_path / "ui_asset_graph.png"
-        _chromium(url + GRAPH_PATH, f"--screenshot={shot}", cwd=tmp_path, window=GRAPH_WINDOW)
-        assert shot.exists() and shot.stat().st_size > 10_000
-        if os.environ.get("DESI_ARD_KEEP_SCREENSHOT") == "1":
-            shutil.copyfile(shot, KEPT_SCREENSHOT)
+        browser = Browser(tmp)
+        shots = Path(os.environ.get("DESI_ARD_SCREENSHOTS") or tmp)
+        shots.mkdir(parents=True, exist_ok=True)
+        yield url, keys, browser, shots
     finally:
+        if browser is not None:
+            browser.close()
         _stop(proc)
+
+
+def _png_size(data_uri_markdown: str) -> tuple[int, int]:
+    """(width, height) of the PNG inside a Markdown data: URI image, from its IHDR chunk."""
+    b64 = data_uri_markdown.split(PNG_DATA, 1)[1].split(")", 1)[0]
+    head = base64.b64decode(b64[:64])
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def _inline_plots(url: str, asset: str) -> dict[str, str]:
+    """Label → Markdown of the data: URI images in the latest materialization of `asset`."""
+    q = ('{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 1) {'
+         ' metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }' % asset)
+    mats = _graphql(url, q)["assetOrError"].get("assetMaterializations") or []
+    entries = mats[0]["metadataEntries"] if mats else []
+    return {e["label"]: e["mdStr"] for e in entries if PNG_DATA in (e.get("mdStr") or "")}
+
+
+@needs_chromium
+def test_lineage_link_opens_every_layer_expanded(ui):
+    from desi_assets.definitions import defs, lineage_path
+
+    url, keys, browser, shots = ui
+    assets = sorted(n.key.to_user_string() for n in defs.resolve_asset_graph().asset_nodes if not n.is_external)
+    browser.open(url + lineage_path(), GRAPH_WINDOW)
+    text = browser.wait_for_text(*assets, f"{len(keys)} partitions")  # full nodes, no collapsed group
+    assert "raw_spectra" in text
+    shot = browser.screenshot(shots / "ui_lineage_expanded.png")
+    assert shot.stat().st_size > 10_000
+
+
+@needs_chromium
+def test_partitions_page_lists_every_coadd(ui):
+    url, keys, browser, _ = ui
+    browser.open(f"{url}/assets/raw_spectra?view=partitions")
+    text = browser.wait_for_text(f"{len(keys)} Partitions", "Materialized (2)", *keys)
+    assert f"Missing ({len(keys) - 2})" in text, text[:1500]
+
+
+@needs_chromium
+def test_asset_page_shows_the_inline_plot_from_metadata(ui):
+    url, _, browser, shots = ui
+    plots = {a: _inline_plots(url, a) for a in PLOTTED_ASSETS}
+    asset = next((a for a in PLOTTED_ASSETS if plots[a]), None)
+    assert asset, f"no inline PNG (defs.metadata.plot_metadata) in the metadata of {PLOTTED_ASSETS}"
+    label, md = next(iter(plots[asset].items()))
+    width, height = _png_size(md)
+
+    browser.open(f"{url}/assets/{asset}")
+    browser.wait_for_text("[Show Markdown]", label)
+    # the metadata table's row of `label`: its value cell holds the "[Show Markdown]" link
+    clicked = browser.js("""(() => {
+        const row = [...document.querySelectorAll('tr')].find(
+            r => r.cells.length && r.cells[0].innerText.trim() === %s);
+        const link = row && [...row.querySelectorAll('*')].find(
+            e => e.childElementCount === 0 && e.textContent.trim() === '[Show Markdown]');
+        if (link) link.click();
+        return !!link; })()""" % json.dumps(label))
+    assert clicked, f"no [Show Markdown] link in the {label!r} row of {asset}'s metadata table"
+    shown = browser.wait_for("""(() => {
+        const img = [...document.querySelectorAll('[role=dialog] img')].find(
+            i => i.src.startsWith(%s) && i.complete && i.naturalWidth > 0);
+        return img && [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width]; })()"""
+                             % json.dumps(PNG_DATA), f"the {label} image in its dialog")
+    assert shown[:2] == [width, height]  # the very PNG of the metadata entry, decoded by the browser
+    assert shown[2] >= 0.9 * width  # drawn at (about) full size, not clipped to a sliver
+    time.sleep(0.5)  # the dialog's opening transition
+    shot = browser.screenshot(shots / f"ui_{asset}_{label}.png")
+    assert shot.stat().st_size > 10_000

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from desi_assets.plots import plot_loss_curve
 from desi_assets.science.anomaly.bigae import BigAE, count_parameters, load_model, save_model
 from desi_assets.science.anomaly.training import (
-    TrainConfig, plot_loss_curve, reconstruct, train_autoencoder,
+    TrainConfig, reconstruct, train_autoencoder,
 )
 
 # Hand count: Linear(a→b) has a·b + b parameters; BatchNorm1d(c) has 2c (γ, β).

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from desi_assets.plots import plot_completeness
 from desi_assets.science.anomaly.injection import (
     AMPLITUDE_RANGES, BIN_WIDTH_A, CIV_A, INJECTION_KINDS, OIII_A, box_fraction, choose_hosts, detectability_ceiling,
-    draw_amplitudes, inject, injected_snr, plot_completeness, recovery_report, roc_auc, threshold_at_fpr,
+    draw_amplitudes, inject, injected_snr, recovery_report, roc_auc, threshold_at_fpr,
 )
 from desi_assets.science.wavelength import arm_bin_slices, binned_wavelength
 

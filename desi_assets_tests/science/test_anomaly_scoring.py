@@ -1,11 +1,8 @@
-"""Seed score, noise-aware χ², categorisation tree, high-z signature and throughput."""
+"""Seed score, noise-aware χ², categorisation tree, high-z signature (throughput: bench/anomaly_score.py)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import pytest
 
 from desi_assets.science.anomaly.scoring import (
     categorize, dominance_labels, highz_signature, is_anomaly, make_score_fn, normalise_binned, score_spectra,
@@ -152,27 +149,3 @@ def test_make_score_fn_is_scale_invariant():
     s = fn(raw)
     assert s.shape == (64,) and np.all(np.isfinite(s))
     np.testing.assert_allclose(fn(raw * np.float32(1e3)), s, rtol=1e-5)
-
-
-@pytest.mark.slow
-def test_throughput_reconstruct_and_score():
-    """Reconstruct + score of 100,000 × 496 inputs on 2 threads (printed, not asserted)."""
-    import torch
-    from desi_assets.science.anomaly.bigae import BigAE
-    from desi_assets.science.anomaly.training import reconstruct
-
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(0)
-    x = (1 + 0.1 * rng.standard_normal((100_000, 496))).astype(np.float32)
-    ivar = np.full_like(x, 100.0)
-    m = BigAE().eval()
-    reconstruct(m, x[:8192])
-    t0 = time.perf_counter()
-    rec = reconstruct(m, x)
-    t1 = time.perf_counter()
-    table = score_spectra(x, rec, ivar)
-    categorize(table.score, table.frac_b, table.frac_r, table.frac_z, np.full(x.shape[0], "GALAXY"),
-               highz_signature(x))
-    t2 = time.perf_counter()
-    print(f"\nreconstruct {x.shape[0] / (t1 - t0):,.0f}/s; score+categorize+highz {x.shape[0] / (t2 - t1):,.0f}/s; "
-          f"total {x.shape[0] / (t2 - t0):,.0f} spectra/s")

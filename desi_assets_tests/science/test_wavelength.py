@@ -23,3 +23,11 @@ def test_binned_wavelength_is_bin_mean():
     assert w.shape == (496,)
     assert w[0] == np.mean(3600.0 + 0.8 * np.arange(16))
     assert np.all(np.diff(w[:171]) > 0)
+
+
+def test_merged_grid_constants_follow_the_arms():
+    assert wl.COMBINED_START_A == 3600.0 and wl.COMBINED_NPIX == 7781  # b start, (9824 - 3600) / 0.8 + 1
+    grid = wl.combined_wavelength()
+    assert grid.size == wl.COMBINED_NPIX and grid[[0, -1]].tolist() == [3600.0, 9824.0]
+    for arm in wl.ARMS.values():  # every arm pixel sits on the merged grid
+        assert np.isin(arm.wavelength(), grid).all()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.server
+import json
 import os
 import sys
 import threading
@@ -160,8 +162,25 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
+    def _validators(self, path: str) -> None:
+        """ETag (size + mtime, like Apache) and Last-Modified, unless the 'no_validators' fault is set."""
+        if self.faults.get("no_validators"):
+            return
+        st = os.stat(path)
+        self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+        self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+
+    def _if_range_ok(self, path: str) -> bool:
+        """RFC 9110 If-Range: the range applies only if the validator still names the current file."""
+        want = self.headers.get("If-Range")
+        if want is None or self.faults.get("ignore_if_range") or self.faults.get("no_validators"):
+            return True
+        st = os.stat(path)
+        return want in (f'"{st.st_size:x}-{st.st_mtime_ns:x}"', email.utils.formatdate(st.st_mtime, usegmt=True))
+
     def do_GET(self):
         self.requests.append((self.command, self.path, self.headers.get("Range")))
+        self.if_ranges.append(self.headers.get("If-Range"))
         extra = self.faults.get("extra_index_links")
         path = self.translate_path(self.path)
         if os.path.isdir(path):
@@ -183,7 +202,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         lie = self.faults.get("lie_length", 0)
         rng = self.headers.get("Range")
         start = 0
-        if rng and not self.faults.get("ignore_range"):
+        if rng and not self.faults.get("ignore_range") and self._if_range_ok(path):
             start = int(rng.split("=")[1].split("-")[0])
             if start >= len(data) + lie:
                 self.send_response(416)
@@ -197,6 +216,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(200)
         body = data[start:]
         cut = self.faults.get("cut_after")
+        self._validators(path)
         self.send_header("Content-Length", str(len(body) + lie))
         self.end_headers()
         if cut is not None and start == 0:
@@ -208,9 +228,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
 
     def do_HEAD(self):
+        self.requests.append((self.command, self.path, None))
         path = self.translate_path(self.path)
         if os.path.isfile(path):
             self.send_response(200)
+            self._validators(path)
             self.send_header("Content-Length", str(os.path.getsize(path) + self.faults.get("lie_length", 0)))
             self.end_headers()
             return
@@ -220,7 +242,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @contextmanager
 def serve(directory: Path):
     """ThreadingHTTPServer on 127.0.0.1:0 serving directory; yields base url; shuts down on exit."""
-    handler = type("H", (_Handler,), {"faults": {}, "requests": []})
+    handler = type("H", (_Handler,), {"faults": {}, "requests": [], "if_ranges": []})
 
     def make(*args, **kw):
         return handler(*args, directory=str(directory), **kw)
@@ -278,7 +300,9 @@ def test_http_fetch_and_cache_hit(site, tmp_path):
     n_list = len(handler.requests)
     coadd2, rr2 = a2.fetch("main-dark-10378")
     assert (coadd2, rr2) == (coadd, rr)
-    assert len(handler.requests) == n_list > n  # the fetch itself made no request: cache hit
+    assert n_list > n
+    # cache hit: the fetch only asked the server (HEAD) whether the cached files are still its files
+    assert [m for m, _, _ in handler.requests[n_list:]] == ["HEAD", "HEAD"]
     # tile key: latest night
     coadd, rr = a.fetch("tile-80613-4")
     assert coadd.read_bytes() == b"new!" and rr is not None
@@ -288,18 +312,103 @@ def test_http_fetch_and_cache_hit(site, tmp_path):
         a.fetch("main-dark-42")
 
 
-def test_http_resume_from_part(site, tmp_path):
+def _etag(path: Path) -> str:
+    st = path.stat()
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def test_http_resume_from_part(site, tree, tmp_path):
+    """A .part recorded with the server's ETag resumes with Range + If-Range; one without a record restarts."""
     base, handler = site
     cache = tmp_path / "cache"
     rel = "healpix/main/dark/103/10378/coadd-main-dark-10378.fits"
     part = cache / (rel + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(b"a" * 400)
+    (cache / (rel + ".part.http.json")).write_text(json.dumps({"size": 1000, "etag": _etag(tree / rel)}))
     a = HttpArchive(base_url=base, cache_dir=str(cache), timeout_s=10)
     path = a.download(rel)
     assert path.read_bytes() == b"a" * 1000 and not part.exists()
     gets = [r for r in handler.requests if r[1].endswith("coadd-main-dark-10378.fits")]
     assert gets == [("GET", "/public/dr1/spectro/redux/iron/" + rel, "bytes=400-")]
+    assert handler.if_ranges == [_etag(tree / rel)]
+    assert not (cache / (rel + ".part.http.json")).exists()
+    assert json.loads((cache / (rel + ".http.json")).read_text())["etag"] == _etag(tree / rel)
+    # a bare .part (no record of which version it holds) is not trusted: restart from byte 0
+    rel2 = "healpix/sv3/bright/0/7/coadd-sv3-bright-7.fits"
+    (cache / rel2).parent.mkdir(parents=True)
+    (cache / (rel2 + ".part")).write_bytes(b"b" * 4)
+    assert a.download(rel2).read_bytes() == b"b" * 10
+    assert [r[2] for r in handler.requests if r[1].endswith("coadd-sv3-bright-7.fits")] == [None]
+
+
+def _change_on_server(path: Path, content: bytes) -> None:
+    """Replace a served file (same size or not) and move its mtime, so its ETag and Last-Modified change."""
+    st = path.stat()
+    path.write_bytes(content)
+    os.utime(path, (st.st_atime + 10, st.st_mtime + 10))
+
+
+@pytest.mark.parametrize("server_honours_if_range", [True, False])
+def test_http_partial_of_an_older_version_is_not_spliced(site, tree, tmp_path, server_honours_if_range):
+    """Issue 10 #3: a .part of v1, then the file changes on the server: the result is exactly v2, never v1+v2."""
+    base, handler = site
+    rel = "healpix/main/dark/103/10378/coadd-main-dark-10378.fits"
+    a = HttpArchive(base_url=base, cache_dir=str(tmp_path / "cache"), timeout_s=10, retries=0)
+    handler.faults["cut_after"] = 400
+    with pytest.raises(DownloadError, match="size mismatch"):
+        a.download(rel)
+    part = tmp_path / "cache" / (rel + ".part")
+    assert part.read_bytes() == b"a" * 400  # v1's first 400 bytes, kept for resume
+    v2 = b"B" * 500 + b"b" * 500  # same size: only the validators tell the versions apart
+    _change_on_server(tree / rel, v2)
+    handler.faults.clear()
+    handler.faults["ignore_if_range"] = not server_honours_if_range
+    handler.requests.clear()
+    a = HttpArchive(base_url=base, cache_dir=str(tmp_path / "cache"), timeout_s=10, retries=1)
+    got = a.download(rel).read_bytes()
+    assert got == v2 and got != b"a" * 400 + v2[400:]
+    ranges = [r[2] for r in handler.requests if r[0] == "GET"]
+    # honoured: the If-Range GET comes back 200 (whole v2); ignored: the 206 names a new ETag, so restart
+    assert ranges == (["bytes=400-"] if server_honours_if_range else ["bytes=400-", None])
+    assert json.loads((tmp_path / "cache" / (rel + ".http.json")).read_text())["etag"] == _etag(tree / rel)
+
+
+def test_http_truncated_or_changed_cache_is_fetched_again(site, tree, tmp_path):
+    """Issue 10 #3: a cached file is checked against the server (HEAD) before it is reused."""
+    base, handler = site
+    rel = "healpix/main/dark/103/10378/coadd-main-dark-10378.fits"
+    cache = tmp_path / "cache"
+    a = HttpArchive(base_url=base, cache_dir=str(cache), timeout_s=10)
+    cached = a.download(rel)
+    assert cached.read_bytes() == b"a" * 1000
+    meta = json.loads((cache / (rel + ".http.json")).read_text())
+    assert meta["size"] == 1000 and meta["etag"] == _etag(tree / rel) and meta["last_modified"]
+
+    def gets() -> int:
+        return sum(1 for m, p, _ in handler.requests if m == "GET" and p.endswith(rel))
+
+    n = gets()
+    assert a.download(rel) == cached and gets() == n  # intact: HEAD only
+    with open(cached, "r+b") as fh:  # truncated in the cache (a killed copy, a full disk)
+        fh.truncate(600)
+    assert a.download(rel).read_bytes() == b"a" * 1000 and gets() == n + 1
+    # a cache written before sidecars existed, truncated: the server's Content-Length catches it
+    (cache / (rel + ".http.json")).unlink()
+    with open(cached, "r+b") as fh:
+        fh.truncate(10)
+    assert a.download(rel).read_bytes() == b"a" * 1000 and gets() == n + 2
+    # same size, new version on the server: the ETag catches it
+    _change_on_server(tree / rel, b"c" * 1000)
+    assert a.download(rel).read_bytes() == b"c" * 1000 and gets() == n + 3
+    # server unreachable: the copy recorded as complete is reused, a truncated one is refused
+    offline = HttpArchive(base_url="http://127.0.0.1:9/public/dr1/spectro/redux/iron", cache_dir=str(cache),
+                          timeout_s=2, retries=0)
+    assert offline.download(rel).read_bytes() == b"c" * 1000
+    with open(cached, "r+b") as fh:
+        fh.truncate(500)
+    with pytest.raises(DownloadError):
+        offline.download(rel)
 
 
 def test_http_resume_after_dropped_connection(site, tmp_path):

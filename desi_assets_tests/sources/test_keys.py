@@ -54,6 +54,22 @@ def test_parse_invalid(key):
     assert isinstance(ei.value, ValueError)
 
 
+@pytest.mark.parametrize("key,why", [("", "the key is empty"), ("   ", "the key is empty"),
+                                     ("../../etc", "path separators or '..'"), ("main-dark-1/../2", "path separators")])
+def test_junk_keys_are_refused_saying_why(key, why):
+    with pytest.raises(InvalidPartitionKeyError, match="invalid partition key") as ei:
+        parse_key(key)
+    assert why in str(ei.value) and "expected" in str(ei.value)
+
+
+def test_key_hpxgroup_is_the_one_answer_per_key():
+    from desi_assets.sources.keys import TILE_HPXGROUP, key_hpxgroup
+
+    assert key_hpxgroup("main-dark-10378") == hpxgroup(10378) == 103
+    assert key_hpxgroup(parse_key("sv3-bright-99")) == 0
+    assert key_hpxgroup("tile-80613-4") == key_hpxgroup("not a key") == TILE_HPXGROUP == -1
+
+
 def test_parse_non_string():
     with pytest.raises(InvalidPartitionKeyError, match="string"):
         parse_key(10378)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from desi_assets.sources.model import (
     QualityFlag,
     ShapeMismatchError,
     TruncatedFileError,
+    WavelengthGridError,
 )
 from desi_assets.sources.reader import (
     TARGET_SCHEMA,
@@ -147,24 +148,24 @@ REAL_CASES = [
                healpix=27247, redrock=True, flags=[0], nexp=[20])),
     (F26065, dict(kind="healpix", key="sv3-dark-26065", n=5, survey="sv3", program="dark", healpix=26065,
                   redrock=False,
-                  flags=[F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                         F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                         F.NO_REDSHIFT,
-                         F.BAD_FIBERSTATUS | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                         F.NO_REDSHIFT])),
+                  flags=[F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                         F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                         F.NO_REDSHIFT | F.NO_REDROCK,
+                         F.BAD_FIBERSTATUS | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                         F.NO_REDSHIFT | F.NO_REDROCK])),
     (F169, dict(kind="tile", key="tile-169-5", n=5, survey=None, redrock=False,
-                flags=[F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                       F.BAD_FIBERSTATUS | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT,
-                       F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                       F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NOT_TARGET,
-                       F.NO_REDSHIFT],
+                flags=[F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                       F.BAD_FIBERSTATUS | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK,
+                       F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                       F.BAD_FIBERSTATUS | F.BAD_TARGETID | F.NO_DATA | F.ALL_ZERO_FLUX | F.NO_REDSHIFT | F.NO_REDROCK | F.NOT_TARGET,
+                       F.NO_REDSHIFT | F.NO_REDROCK],
                 tileid=[169] * 5, petal=[5] * 5, fiber=[2500, 2501, 2502, 2503, 2504], nexp=[2] * 5)),
     (F9144, dict(kind="healpix", key="sv3-dark-9144", n=2, survey="sv3", program="dark", healpix=9144,
-                 redrock=False, flags=[F.NO_REDSHIFT] * 2, coords_null=True)),
+                 redrock=False, flags=[F.NO_REDSHIFT | F.NO_REDROCK] * 2, coords_null=True)),
     (F80693_1, dict(kind="tile", key="tile-80693-1", n=5, survey=None, redrock=False,
-                    flags=[F.NO_REDSHIFT] * 5, tileid=[80693] * 5, petal=[1] * 5)),
+                    flags=[F.NO_REDSHIFT | F.NO_REDROCK] * 5, tileid=[80693] * 5, petal=[1] * 5)),
     (F80693_2, dict(kind="tile", key="tile-80693-2", n=5, survey=None, redrock=False,
-                    flags=[F.NO_REDSHIFT] * 5, tileid=[80693] * 5, petal=[2] * 5)),
+                    flags=[F.NO_REDSHIFT | F.NO_REDROCK] * 5, tileid=[80693] * 5, petal=[2] * 5)),
     (EVEREST, MissingHDUError),
     (CAT_HPX, MissingHDUError),
     (CAT_TILE, MissingHDUError),
@@ -432,7 +433,7 @@ def test_nan_and_zero_rows_flagged(tmp_path, synth):
 
     c = read_coadd(edit_fits(synth, tmp_path / "e" / synth.name, fn))
     q = c.targets["quality_flags"].to_list()
-    assert q[0] == F.NO_REDSHIFT
+    assert q[0] == F.NO_REDSHIFT | F.NO_REDROCK  # no redrock file beside it
     assert q[1] & F.NONFINITE_FLUX and not q[1] & F.ALL_ZERO_FLUX
     assert q[2] & F.NONFINITE_FLUX
     assert q[3] & F.ALL_ZERO_FLUX and not q[3] & F.NO_DATA
@@ -609,3 +610,43 @@ def test_binary_tables_read_without_astropy_columns_match_astropy(tmp_path):
         assert fast["OK"].dtype == bool and fast["ubits"].dtype == np.uint32  # case-insensitive names
     finally:
         f.close()
+
+
+# ----------------------------------------------------------------------------- grids and redrock files
+
+
+def test_arm_with_a_non_desi_pixel_count_is_refused(tmp_path, synth):
+    def fn(hl):  # B arm with 2,000 pixels, every B array consistent (only the grid is wrong)
+        hl["B_WAVELENGTH"].data = hl["B_WAVELENGTH"].data[:2000].copy()
+        for what in ("FLUX", "IVAR", "MASK"):
+            hl[f"B_{what}"].data = hl[f"B_{what}"].data[:, :2000].copy()
+        hl["B_RESOLUTION"].data = hl["B_RESOLUTION"].data[:, :, :2000].copy()
+
+    dst = edit_fits(synth, tmp_path / "cut" / synth.name, fn)
+    with pytest.raises(WavelengthGridError, match="B_WAVELENGTH has 2000 pixels, DESI's b arm has 2751") as ei:
+        read_coadd(dst)
+    assert str(dst) in str(ei.value) and isinstance(ei.value, ShapeMismatchError)
+
+
+def test_wavelength_in_nm_is_flagged_unusable_with_a_warning(tmp_path, synth):
+    def fn(hl):
+        hl["R_WAVELENGTH"].data = hl["R_WAVELENGTH"].data / 10.0
+
+    c = read_coadd(edit_fits(synth, tmp_path / "nm" / synth.name, fn))
+    assert all(q & F.NONSTANDARD_WAVELENGTH for q in c.targets["quality_flags"].to_list())
+    assert F.NONSTANDARD_WAVELENGTH & QualityFlag.unusable_mask()
+    assert any("R_WAVELENGTH is not the DESI grid" in w and "nm instead of" in w for w in c.warnings)
+    assert read_coadd(synth).targets["quality_flags"].to_numpy().max() & F.NONSTANDARD_WAVELENGTH == 0
+
+
+def test_redrock_that_matches_no_target_flags_every_row(tmp_path, synth):
+    rr = tmp_path / "rr" / "redrock-main-dark-10378.fits"  # another pixel's redshifts: no TARGETID in common
+    rr.parent.mkdir()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+        fits.Column("TARGETID", "K", array=np.arange(1, 21, dtype=np.int64)),
+        fits.Column("Z", "D", array=np.full(20, 0.5)), fits.Column("ZWARN", "K", array=np.zeros(20, np.int64)),
+    ], name="REDSHIFTS")]).writeto(rr)
+    c = read_coadd(synth, rr)
+    assert all(q & F.NO_REDROCK and q & F.NO_REDSHIFT for q in c.targets["quality_flags"].to_list())
+    assert any("matches none of the 20 TARGETIDs" in w for w in c.warnings)
+    assert F.NO_REDROCK & QualityFlag.unusable_mask() and F.NO_REDROCK & QualityFlag.file_level_mask()

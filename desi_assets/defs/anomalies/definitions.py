@@ -1,7 +1,8 @@
 import dagster as dg
 
 from desi_assets.defs.anomalies.assets import anomaly_injection, anomaly_model, anomaly_scores, training_set
-from desi_assets.defs.anomalies.checks import ALL_CHECKS, anomaly_summary
+from desi_assets.defs.anomalies.checks import anomaly_summary, build_checks
+from desi_assets.defs.anomalies.config import AnomalyConfig
 from desi_assets.defs.partitions import coadds_partitions
 
 anomaly_models_job = dg.define_asset_job(
@@ -14,8 +15,16 @@ anomaly_validation_job = dg.define_asset_job(
     "anomaly_validation_job", selection=dg.AssetSelection.assets(anomaly_summary, anomaly_injection),
     description="Cross-partition summary, bias controls and injection/recovery.")
 
-defs = dg.Definitions(
-    assets=[training_set, anomaly_model, anomaly_scores, anomaly_summary, anomaly_injection],
-    asset_checks=ALL_CHECKS,
-    jobs=[anomaly_models_job, anomaly_scores_job, anomaly_validation_job],
-)
+
+def build_anomaly_defs(config: AnomalyConfig | None = None) -> dg.Definitions:
+    """The anomaly layer with one `anomaly_config` resource; check descriptions quote the same config."""
+    config = config or AnomalyConfig()
+    return dg.Definitions(
+        assets=[training_set, anomaly_model, anomaly_scores, anomaly_summary, anomaly_injection],
+        asset_checks=build_checks(config),
+        jobs=[anomaly_models_job, anomaly_scores_job, anomaly_validation_job],
+        resources={"anomaly_config": config},
+    )
+
+
+defs = build_anomaly_defs()

@@ -9,6 +9,7 @@ import dagster as dg
 
 from desi_assets.defs.partitions import coadds_partitions
 from desi_assets.sources.archives import SpectraArchive
+from desi_assets.sources.keys import parse_key
 
 coadd_job = dg.define_asset_job(
     "coadd_job",
@@ -30,9 +31,20 @@ def decode_cursor(cursor: str | None) -> set[str]:
     return set(json.loads(zlib.decompress(base64.b64decode(cursor))))
 
 
-def discover(archive: SpectraArchive, known: set[str]) -> list[str]:
-    """Keys in the archive listing that are not yet known, in listing order."""
-    return [e.key for e in archive.list_entries() if e.key not in known]
+def discover(archive: SpectraArchive, known: set[str], log=None) -> list[str]:
+    """Valid keys in the archive listing that are not yet known, in listing order; junk keys are never registered."""
+    new = []
+    for e in archive.list_entries():
+        if e.key in known:
+            continue
+        try:
+            parse_key(e.key)
+        except ValueError as exc:
+            if log is not None:
+                log.warning(f"not registering {e.key!r}: {exc}")
+            continue
+        new.append(e.key)
+    return new
 
 
 @dg.sensor(job=coadd_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
@@ -41,7 +53,7 @@ def new_coadds_sensor(context: dg.SensorEvaluationContext, archive: SpectraArchi
     """Request each newly listed coadd exactly once (cursor = every key requested so far)."""
     requested = decode_cursor(context.cursor)
     known = requested | set(context.instance.get_dynamic_partitions(coadds_partitions.name))
-    new = discover(archive, known)
+    new = discover(archive, known, context.log)
     if not new:
         return dg.SensorResult(skip_reason=f"no new coadds ({len(known)} known)")
     return dg.SensorResult(
@@ -56,7 +68,7 @@ def new_coadds_sensor(context: dg.SensorEvaluationContext, archive: SpectraArchi
 def daily_coadd_discovery(context: dg.ScheduleEvaluationContext, archive: SpectraArchive):
     """Add partitions for new files and request their runs (same discovery as the sensor)."""
     known = set(context.instance.get_dynamic_partitions(coadds_partitions.name))
-    new = discover(archive, known)
+    new = discover(archive, known, context.log)
     if not new:
         return dg.SkipReason(f"no new coadds ({len(known)} known)")
     context.instance.add_dynamic_partitions(coadds_partitions.name, new)

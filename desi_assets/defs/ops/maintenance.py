@@ -5,6 +5,7 @@ import dagster as dg
 from deltalake import DeltaTable
 
 from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets.storage.release import pinned_versions
 from desi_assets.storage.tables import REGISTRY
 
 
@@ -24,8 +25,9 @@ def compact_and_vacuum(context: dg.OpExecutionContext, config: MaintenanceConfig
             continue
         dt = DeltaTable(lakehouse.table_uri(name), storage_options=lakehouse.storage_options or None)
         stats = dt.optimize.compact()
+        pinned = pinned_versions(lakehouse, name)  # files of released versions are never vacuumed
         gone = dt.vacuum(retention_hours=config.retention_hours, dry_run=False,
-                         enforce_retention_duration=config.retention_hours >= 168)
+                         enforce_retention_duration=config.retention_hours >= 168, keep_versions=pinned or None)
         removed[name] = len(gone)
         context.log.info(f"{name}: compacted {stats.get('numFilesRemoved', 0)} files, vacuumed {len(gone)}")
     return removed

@@ -16,7 +16,6 @@ from desi_assets.science.anomaly.injection import (  # noqa: F401
     INJECTION_KINDS,
     draw_amplitudes,
     inject,
-    plot_completeness,
     recovery_report,
     roc_auc,
 )
@@ -24,5 +23,5 @@ from desi_assets.science.anomaly.injection import (  # noqa: F401
 __all__ = [
     "AMPLITUDE_RANGES", "DEFAULT_THRESHOLD", "INJECTION_KINDS", "ScoreTable", "categorize", "dominance_labels",
     "draw_amplitudes", "highz_signature", "inject", "is_anomaly", "make_score_fn", "normalise_binned",
-    "plot_completeness", "recovery_report", "roc_auc", "score_spectra",
+    "recovery_report", "roc_auc", "score_spectra",
 ]

@@ -399,34 +399,3 @@ def recovery_report(
         report[k] = entry
     return report
 
-
-def plot_completeness(report: dict[str, dict[str, Any]], path: str) -> str:
-    """PNG of recovery vs amplitude (one panel per kind, amplitude in that kind's units); return path."""
-    from pathlib import Path
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    kinds = [k for k in report if k != "overall" and "completeness" in report[k]]
-    ncol = 3
-    nrow = max(1, int(np.ceil(len(kinds) / ncol)))
-    fig = Figure(figsize=(4 * ncol, 3 * nrow), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, k in enumerate(kinds):
-        ax = fig.add_subplot(nrow, ncol, i + 1)
-        c = report[k]["completeness"]
-        ax.plot(c["amplitude"], c["recovery"], "o-")
-        ax.axhline(0.5, color="grey", ls=":")
-        if np.isfinite(report[k].get("amplitude_50", np.nan)):
-            ax.axvline(report[k]["amplitude_50"], color="r", ls="--")
-        if c["amplitude"] and min(c["amplitude"]) > 0:
-            ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{k} (AUC {report[k]['auc']:.2f})", fontsize=9)
-        ax.set_xlabel(report[k].get("amplitude_unit", "amplitude")[:40], fontsize=7)
-        ax.set_ylabel("recovery")
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
-    return str(p)

@@ -6,7 +6,6 @@ import copy
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -171,29 +170,3 @@ def reconstruct(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.n
         model.train(was_training)
     return out
 
-
-def plot_loss_curve(history: list[tuple[int, float, float]], path: str | Path) -> str:
-    """Write a PNG of train/val MSE (normalised flux², log y) against epoch; return the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if history:
-        ep, tr, va = (np.asarray(c, dtype=float) for c in zip(*history))
-        ax.plot(ep, tr, "o-", ms=3, label="train MSE")
-        ax.plot(ep, va, "s-", ms=3, label="val MSE")
-        best = int(ep[int(np.argmin(va))])
-        ax.axvline(best, color="grey", ls=":", label=f"best epoch {best}")
-        if np.all(np.concatenate([tr, va]) > 0):
-            ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (normalised flux²)")
-    ax.set_title("BigAE training loss")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return str(path)

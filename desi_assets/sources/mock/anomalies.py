@@ -4,7 +4,8 @@ Physical anomalies act on the noiseless model before the resolution matrix (bal,
 extreme_emitter, broad_line_galaxy); mislabeled_highz_qso only changes the redrock row;
 instrumental ones act on the observed arrays after noise (calibration_jump,
 dead_segment, cosmic_ray). Amplitude units: bal — maximum trough depth (0.1–0.9);
-extreme_emitter — rest [OIII]5007 EW (Å, 200–1500); calibration_jump — fractional
+extreme_emitter — rest [OIII]5007 EW added (Å, 300–1500; ordinary
+galaxies stop at galaxies.EW_MAX_NORMAL, 150 Å, and truth `ew_oiii_5007` holds the total); calibration_jump — fractional
 scale change of one arm (0.05–0.30, sign in truth `anomaly_detail`); dead_segment —
 width (Å, 20–300); cosmic_ray — spike height in σ (5–50); broad_line_galaxy — broad
 Balmer FWHM (km/s, 2000–6000); mislabeled_highz_qso — z_true − z_redrock.
@@ -22,7 +23,7 @@ C_KMS = 299792.458
 def draw_amplitude(rng: np.random.Generator, cls: str) -> float:
     """Amplitude for an anomaly class, drawn over its full range (weak cases included)."""
     lo, hi, log = {
-        "bal": (0.10, 0.90, False), "extreme_emitter": (200.0, 1500.0, True),
+        "bal": (0.10, 0.90, False), "extreme_emitter": (300.0, 1500.0, True),
         "calibration_jump": (0.05, 0.30, False), "dead_segment": (20.0, 300.0, True),
         "cosmic_ray": (5.0, 50.0, True), "broad_line_galaxy": (2000.0, 6000.0, False),
         "mislabeled_highz_qso": (0.0, 0.0, False),

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from scipy.ndimage import uniform_filter1d
 
 from desi_assets.sources.mock.columns import (EXP_FIBERMAP_COLUMNS, FIBERMAP_COLUMNS, REDSHIFTS_COLUMNS,
                                               SCORES_COLUMNS, TSNR2_COLUMNS)
-from desi_assets.sources.mock.instrument import FLUX_UNIT, IVAR_UNIT
+from desi_assets.sources.mock.instrument import FIBERSTATUS, FLUX_UNIT, IVAR_UNIT
 
 _NP = {"K": np.int64, "J": np.int32, "I": np.int16, "B": np.uint8, "E": np.float32, "D": np.float64,
        "L": np.bool_}
@@ -263,8 +264,35 @@ def make_scores(arms, tsnr2) -> dict[str, np.ndarray]:
     return out
 
 
-def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, anom_amp, photo):
-    """REDSHIFTS rows (redrock-like) with ~2% failures; returns the table and a per-row status string."""
+#: DELTACHI2 per unit of S/N² (redrock_snr2): real iron and loa rows give 0.15–0.5 of N_pix·(S/N)².
+DCHI2_PER_SNR2 = 0.25
+#: Lognormal scatter (e-folds) of DELTACHI2 at fixed S/N.
+DCHI2_SCATTER = 0.9
+#: P(SMALL_DELTA_CHI2) = FAIL_AT_ZERO_SNR / (1 + (S/N / FAIL_SNR)^2.5), S/N = mean per-arm median S/N per pixel.
+FAIL_AT_ZERO_SNR = 0.4
+FAIL_SNR = 0.3
+#: ZWARN bits (redrock): SMALL_DELTA_CHI2 below DELTACHI2 = 9.
+ZWARN_SMALL_DELTA_CHI2 = 1 << 2
+
+
+def redrock_snr2(arms: dict, noiseless: dict) -> np.ndarray:
+    """S/N² per spectrum over all arms, Σ model²·ivar (features count twice: + Σ (model − 81-px mean)²·ivar)."""
+    tot = 0.0
+    for arm, a in arms.items():
+        m = np.asarray(noiseless[arm], dtype=np.float32)
+        hp = m - uniform_filter1d(m, 81, axis=1, mode="nearest")
+        tot = tot + ((m * m + hp * hp) * a["ivar"]).sum(1, dtype=np.float64)
+    return tot
+
+
+def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, anom_amp, photo, noiseless):
+    """REDSHIFTS rows (redrock-like) whose DELTACHI2, ZWARN and failures follow each spectrum's S/N.
+
+    DELTACHI2 = DCHI2_PER_SNR2 × S/N² (lognormal scatter DCHI2_SCATTER) + a noise floor, or below 9 with a
+    probability that rises at low S/N (FAIL_AT_ZERO_SNR, FAIL_SNR); DELTACHI2 < 9 sets
+    ZWARN SMALL_DELTA_CHI2 and half of those have a wrong z; confident rows go catastrophically wrong
+    with a probability that falls with DELTACHI2. Returns the table and a per-row status string.
+    """
     n = len(targetid)
     npix = sum((a["ivar"] > 0).sum(1) for a in arms.values()).astype(np.int64)
     snr = sum(np.median(np.abs(a["flux"]) * np.sqrt(a["ivar"]), axis=1) for a in arms.values())
@@ -272,22 +300,21 @@ def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, 
                                                                               rng.uniform(3, 30, n)))
     zerr = zerr_kms / 299792.458 * (1 + np.nan_to_num(z)) * (1 + 3 / (1 + snr))
     zrr = z + rng.normal(size=n) * zerr
-    dchi2 = 10 ** rng.normal(2.6, 0.5, n) + 25 + 40 * snr**2
+    dchi2 = DCHI2_PER_SNR2 * redrock_snr2(arms, noiseless) * rng.lognormal(0, DCHI2_SCATTER, n) + rng.exponential(4.0, n)
     zwarn = np.zeros(n, dtype=np.int64)
     status = np.full(n, "ok", dtype=object)
-    p_fail = np.select([tracer == "ELG", tracer == "QSO", tracer == "LRG", tracer == "BGS"], [0.03, 0.035, 0.012, 0.006],
-                       0.004)
-    u = rng.uniform(size=n)
     normal = np.array([c is None for c in anom_cls])
-    small = normal & (u < p_fail * 0.6)
-    catas = normal & (u >= p_fail * 0.6) & (u < p_fail)
-    zwarn[small] |= 1 << 2
-    dchi2[small] = rng.uniform(0.2, 9.0, small.sum())
+    # low-S/N fits where a second redshift fits as well (DESI's ZWARN rate climbs below S/N ≈ 0.5 per pixel)
+    snr_model = sum(np.median(np.asarray(noiseless[k]) * np.sqrt(a["ivar"]), axis=1) for k, a in arms.items()) / 3
+    p_small = FAIL_AT_ZERO_SNR / (1 + (np.clip(snr_model, 0, None) / FAIL_SNR) ** 2.5)
+    lost = rng.uniform(size=n) < p_small
+    dchi2[lost] = np.minimum(dchi2[lost], rng.uniform(0.2, 9.0, int(lost.sum())))
+    small = normal & (dchi2 < 9)
+    catas = normal & ~small & (rng.uniform(size=n) < 0.25 * np.exp(-dchi2 / 30.0))
+    zwarn[small] |= ZWARN_SMALL_DELTA_CHI2
     zrr[small] = np.where(rng.uniform(size=small.sum()) < 0.5, zrr[small], rng.uniform(0.0, 1.7, small.sum()))
     status[small] = "small_deltachi2"
     zrr[catas] = rng.uniform(0.05, 1.6, catas.sum())
-    dchi2[catas] = rng.uniform(9, 40, catas.sum())
-    zwarn[catas & (dchi2 < 25)] |= 1 << 16
     status[catas] = "catastrophic"
     st = spectype.astype(object).copy()
     st[catas] = np.where(rng.uniform(size=catas.sum()) < 0.7, "GALAXY", "QSO")
@@ -311,6 +338,97 @@ def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, 
         "DELTACHI2": dchi2,
     })
     return rr, status
+
+
+def add_bad_fibres(rng, n_bad, pix, program, fm, efm, arms, noiseless, rr, tsnr2, truth, radec, expo):
+    """Insert n_bad rows without data (unassigned, stuck, broken, sky fibres) at random places in every table.
+
+    As in real coadds: COADD_FIBERSTATUS ≠ 0 (values from real files), flux and ivar all zero, COADD_NUMEXP 0,
+    negative TARGETID for unassigned/stuck positioners, OBJTYPE SKY for sky fibres, redrock ZWARN NODATA.
+    Truth `fiber_kind` names the kind ("target" for science rows); their other truth is null.
+    """
+    n = len(fm["TARGETID"])
+    if n_bad <= 0:
+        return fm, efm, arms, noiseless, rr, tsnr2, truth
+    kinds = np.array(["unassigned", "stuck", "broken", "sky"])[
+        rng.choice(4, n_bad, p=[0.4, 0.15, 0.15, 0.3])]
+    kinds[:2] = ["unassigned", "sky"]
+    status = np.array([rng.choice(FIBERSTATUS[k]) for k in kinds], dtype=np.int32)
+    pos = (np.int64(9010) << 42) | (np.int64(pix) << 22) | (n + np.arange(n_bad, dtype=np.int64))
+    tid = np.where(np.isin(kinds, ["unassigned", "stuck"]), -(np.int64(pix) * 10000 + 1 + np.arange(n_bad)), pos)
+    b = _empty(FIBERMAP_COLUMNS, n_bad)
+    b["TARGETID"], b["COADD_FIBERSTATUS"] = tid, status
+    b["TARGET_RA"], b["TARGET_DEC"] = radec
+    b["PLATE_RA"], b["PLATE_DEC"] = radec
+    b["MEAN_FIBER_RA"], b["MEAN_FIBER_DEC"] = radec
+    b["OBJTYPE"] = np.where(kinds == "sky", "SKY", np.where(kinds == "broken", "TGT", ""))
+    b["DESI_TARGET"] = np.where(kinds == "sky", np.int64(1) << 32, 0).astype(np.int64)
+    b["OBSCONDITIONS"] = np.full(n_bad, OBSCOND[program], dtype=np.int32)
+    e = _empty(EXP_FIBERMAP_COLUMNS, n_bad)
+    r0 = expo["rows"][0]
+    petal, dev = rng.integers(0, 10, n_bad), rng.integers(0, 500, n_bad)
+    e.update(TARGETID=tid, NIGHT=np.full(n_bad, r0[1], np.int32), EXPID=np.full(n_bad, r0[2], np.int32),
+             MJD=np.full(n_bad, r0[3]), TILEID=np.full(n_bad, r0[0], np.int32), EXPTIME=np.full(n_bad, r0[4]),
+             PETAL_LOC=petal.astype(np.int16), DEVICE_LOC=dev.astype(np.int32),
+             LOCATION=(1000 * petal + dev).astype(np.int64), FIBER=(500 * petal + dev).astype(np.int32),
+             FIBERSTATUS=status, PLATE_RA=radec[0], PLATE_DEC=radec[1], FIBER_RA=radec[0], FIBER_DEC=radec[1])
+    z = _empty(REDSHIFTS_COLUMNS, n_bad)
+    zw = (1 << 9) | (1 << 1) | np.where(kinds == "sky", 1, 0)  # NODATA | LITTLE_COVERAGE | SKY
+    z.update(TARGETID=tid, ZWARN=zw.astype(np.int64), FITMETHOD=np.full(n_bad, "PCA"),
+             SPECTYPE=np.full(n_bad, "GALAXY"), NCOEFF=np.full(n_bad, 10, np.int64))
+    # insertion places: science rows keep their order
+    order = np.argsort(np.concatenate([np.arange(n), rng.uniform(0, n, n_bad)]), kind="stable")
+
+    def cat(a, extra):
+        return np.concatenate([np.asarray(a), np.asarray(extra, dtype=np.asarray(a).dtype)
+                               if np.asarray(a).dtype.kind not in "UO" else np.asarray(extra)])[order]
+
+    fm = {k: cat(v, b[k]) for k, v in fm.items()}
+    efm = {k: np.concatenate([v, np.asarray(e[k], dtype=v.dtype)]) for k, v in efm.items()}
+    rr = {k: cat(v, z[k]) for k, v in rr.items()}
+    tsnr2 = {k: cat(v, tid if k == "TARGETID" else np.zeros(n_bad, np.float32)) for k, v in tsnr2.items()}
+    for arm, a in arms.items():
+        npix = a["flux"].shape[1]
+        zero = np.zeros((n_bad, npix), dtype=np.float32)
+        nominal = np.broadcast_to(_nominal_resolution(a["resolution"]), (n_bad,) + a["resolution"].shape[1:])
+        a["flux"], a["ivar"] = cat(a["flux"], zero), cat(a["ivar"], zero)
+        a["mask"] = cat(a["mask"], zero.astype(np.int32))
+        a["resolution"] = cat(a["resolution"], nominal)
+        noiseless[arm] = cat(noiseless[arm], zero)
+    out = {}
+    for k, v in truth.items():
+        v = np.asarray(v)
+        if k == "targetid":
+            extra = tid
+        elif k == "healpix":
+            extra = np.full(n_bad, pix)
+        elif k == "program":
+            extra = np.full(n_bad, program)
+        elif k == "survey":
+            extra = np.full(n_bad, v[0] if len(v) else "main")
+        elif k == "ra":
+            extra = radec[0]
+        elif k == "dec":
+            extra = radec[1]
+        elif k == "fiber_kind":
+            extra = kinds.astype(object)
+        elif k == "redrock_status":
+            extra = np.full(n_bad, "no_data", dtype=object)
+        elif k == "web_class":
+            extra = np.full(n_bad, -1)
+        elif v.dtype.kind == "f":
+            extra = np.full(n_bad, np.nan)
+        else:
+            extra = np.full(n_bad, None, dtype=object)
+        if v.dtype.kind not in "fiu" or k in ("tracer",):
+            v = v.astype(object)
+        out[k] = np.concatenate([v, np.asarray(extra, dtype=v.dtype if v.dtype.kind in "fiu" else object)])[order]
+    return fm, efm, arms, noiseless, rr, tsnr2, out
+
+
+def _nominal_resolution(res: np.ndarray) -> np.ndarray:
+    """Median resolution row (11, npix) of a file, for rows without data."""
+    return np.median(res[: min(len(res), 64)], axis=0, keepdims=True).astype(np.float32)
 
 
 # ---------------------------------------------------------------- writing
@@ -355,6 +473,9 @@ def write_pixel(out_dir: Path, sim) -> Path:
     os.replace(tmp, truth_path)
 
     fm = _table(FIBERMAP_COLUMNS, sim.fibermap, "FIBERMAP")
+    for k, v in (("HPXPIXEL", sim.pixel), ("HPXNSIDE", 64), ("HPXNEST", True), ("SURVEY", sim.survey),
+                 ("PROGRAM", sim.program)):
+        fm.header[k] = v
     efm = _table(EXP_FIBERMAP_COLUMNS, sim.exp_fibermap, "EXP_FIBERMAP")
     rr = fits.HDUList([_primary(sim), _table(REDSHIFTS_COLUMNS, sim.redshifts, "REDSHIFTS"), fm, efm,
                        _table(TSNR2_COLUMNS, sim.tsnr2, "TSNR2")])

@@ -36,6 +36,9 @@ LINES: dict[str, float] = {
     "sii_6716": 6718.294, "sii_6731": 6732.674,
 }
 LINE_NAMES = tuple(LINES)
+#: Ceilings of the rest-frame EW (Å) of ordinary (non-anomalous) mock galaxies: starbursts reach them;
+#: the injected extreme emitters (anomalies.py, rest [OIII] EW ≥ 300 Å added) lie clearly beyond.
+EW_MAX_NORMAL = {"halpha": 650.0, "oiii_5007": 150.0}
 LINE_WAVES = np.array([LINES[k] for k in LINE_NAMES])
 
 

@@ -3,24 +3,36 @@
 Models are evaluated on the merged 0.8 Å grid padded by 5 pixels at each end (every
 arm pixel lies on it); each arm is cut out, convolved with its own 11-diagonal
 resolution matrix (DESI convention: offsets +5…−5, data[d, j] = R[j − off_d, j]),
-and noise is drawn from the inverse variance of a sky + object + read-noise model.
+and noise is drawn from per-arm DESI noise curves measured on real coadds (data/noise_curves.npz,
+written by tools/noise_curves.py: σ per pixel for 1,000 s of dark time, with the blue end, arm ends,
+dichroic overlaps and sky lines), scaled by 1/√(exposure time) and the program's sky brightness, plus
+the object's own Poisson noise. Sky-subtraction residuals (not in ivar) are added at sky-line pixels
+in proportion to the line's excess noise, i.e. to its sky flux.
 """
 
 from __future__ import annotations
 
 import functools
+from importlib import resources
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
-from desi_assets.science.indices import air_to_vac
 from desi_assets.science.wavelength import ARMS, DESI_PIXEL_STEP_A
 
 NDIAG = 11
 OFFSETS = NDIAG // 2 - np.arange(NDIAG)  # +5 … −5
 PAD = NDIAG // 2
-#: SPECMASK bits (desispec).
-MASK_COSMIC = 1 << 2
-MASK_BADCOLUMN = 1 << 10
+#: SPECMASK bit (desispec.maskbits.specmask) that real coadd pixels carry: desispec's coadd keeps mask 0
+#: where any input exposure was good, and ORs the inputs' bits (SOMEBADPIX in real frames) where none was.
+MASK_SOMEBADPIX = 1 << 0
+#: COADD_FIBERSTATUS values of real DESI coadd rows without data (fuji sv3-dark-26065, tile 169).
+FIBERSTATUS = {"unassigned": (1, 1033), "stuck": (515, 513), "broken": (512, 4), "sky": (520,)}
+#: Sky brightness per program: extra sky variance relative to dark, at 3600 Å (blue, moon) and flat.
+SKY_BRIGHTNESS = {"dark": (0.0, 0.0), "bright": (2.5, 0.6), "backup": (4.0, 1.0)}
+#: Sky-subtraction residual amplitude in units of the sky line's excess noise (tuned to the real Z-arm
+#: robust χ scatter at sky-line pixels as bench/mock_vs_real.py measures it on the real files).
+SKY_RESIDUAL_SCALE = 1.25
 FLUX_UNIT = "10**-17 erg/(s cm2 Angstrom)"
 IVAR_UNIT = "10**+34 (s2 cm4 Angstrom2) / erg2"
 
@@ -75,35 +87,6 @@ def apply_resolution(model_pad: np.ndarray, rdata_pad: np.ndarray) -> np.ndarray
     return out
 
 
-def _gauss(w, c, s):
-    return np.exp(-0.5 * ((w - c) / s) ** 2) / (np.sqrt(2 * np.pi) * s)
-
-
-@functools.lru_cache(maxsize=4)
-def sky_spectrum(program: str) -> np.ndarray:
-    """Sky flux in one fibre on model_wave() (1e-17 erg/s/cm²/Å): continuum + 5577, 6300, NaD, Hg, OH forest."""
-    w = model_wave()
-    moon = {"dark": 1.0, "bright": 3.0, "backup": 4.0}.get(program, 1.0)
-    cont = 1.2 + 1.6 * (w - 3600) / 6200
-    cont = cont + (moon - 1) * 1.5 * np.exp(-(w - 3600) / 2500)  # scattered moonlight, blue
-    lines_air = [(5577.34, 160.0), (6300.30, 45.0), (6363.78, 15.0), (5889.95, 18.0), (5895.92, 14.0),
-                 (4358.34, 9.0), (5460.74, 8.0), (4046.56, 3.0), (5770.0, 2.0), (5790.7, 2.0)]
-    rng = np.random.default_rng(20210514)
-    bands = [(6830, 7000, 18), (7230, 7420, 25), (7520, 7720, 22), (7750, 8070, 40), (8270, 8560, 45),
-             (8760, 9060, 45), (9280, 9820, 55), (6470, 6600, 10), (6200, 6330, 6)]
-    for lo, hi, m in bands:
-        c = np.sort(rng.uniform(lo, hi, m))
-        f = rng.lognormal(np.log(14.0 + 30.0 * (lo > 7700)), 0.9, m)
-        lines_air += list(zip(c, f))
-    c = air_to_vac(np.array([l[0] for l in lines_air]))
-    f = np.array([l[1] for l in lines_air])
-    sky = cont.copy()
-    for ci, fi in zip(c, f):
-        m = np.abs(w - ci) < 6
-        sky[m] += fi * _gauss(w[m], ci, 0.72)
-    return sky
-
-
 def throughput(wave: np.ndarray) -> np.ndarray:
     """Relative end-to-end throughput (peak 1) with blue fall-off, dichroic dips and red CCD roll-off."""
     w = np.asarray(wave)
@@ -113,9 +96,40 @@ def throughput(wave: np.ndarray) -> np.ndarray:
     return t
 
 
-def noise_sigma(model: np.ndarray, wave: np.ndarray, sky: np.ndarray, exptime_s: np.ndarray,
-                nexp: np.ndarray) -> np.ndarray:
-    """Per-pixel 1σ noise (flux units) from sky + object Poisson and read noise, given exposure time (s)."""
-    conv = 28.0 * throughput(wave)[None, :] * (wave[None, :] / 5000.0) * (exptime_s[:, None] / 1000.0)
-    var_ph = conv * (sky[None, :] + np.clip(model, 0, None)) + 30.0 * nexp[:, None]
-    return np.sqrt(var_ph) / conv
+@functools.lru_cache(maxsize=1)
+def noise_table() -> dict[str, np.ndarray]:
+    """Measured DESI noise per arm pixel for 1,000 s of dark time (σ and σ between sky lines, flux units)."""
+    with resources.files("desi_assets.sources.mock").joinpath("data/noise_curves.npz").open("rb") as f:
+        with np.load(f) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+
+
+def sky_variance_scale(program: str, wave: np.ndarray) -> np.ndarray:
+    """Sky variance of a program relative to dark time at each wavelength (Å): 1 for dark."""
+    blue, flat = SKY_BRIGHTNESS.get(program, (0.0, 0.0))
+    return 1.0 + blue * np.exp(-(np.asarray(wave) - 3600.0) / 1500.0) + flat
+
+
+def noise_sigma(model: np.ndarray, wave: np.ndarray, arm: str, program: str, exptime_s: np.ndarray) -> np.ndarray:
+    """Per-pixel 1σ noise (flux units): measured DESI sky+read noise scaled to exposure time (s) and program,
+    plus the object's Poisson noise."""
+    t = np.maximum(np.asarray(exptime_s, dtype=np.float64), 1.0)[:, None]
+    base = noise_table()[f"sigma_{arm}"].astype(np.float64)[None, :]
+    var_bg = base**2 * sky_variance_scale(program, wave)[None, :] * (1000.0 / t)
+    conv = 28.0 * throughput(wave)[None, :] * (wave[None, :] / 5000.0) * (t / 1000.0)  # photons per flux unit
+    return np.sqrt(var_bg + np.clip(model, 0, None) / conv)
+
+
+def sky_residuals(rng: np.random.Generator, arm: str, program: str, exptime_s: np.ndarray) -> np.ndarray:
+    """Sky-subtraction residuals (n, npix) in flux units: zero between sky lines, correlated over a line."""
+    t = np.maximum(np.asarray(exptime_s, dtype=np.float64), 1.0)[:, None]
+    tab = noise_table()
+    excess = np.sqrt(np.clip(tab[f"sigma_{arm}"].astype(np.float64) ** 2
+                             - tab[f"sigma_cont_{arm}"].astype(np.float64) ** 2, 0, None))
+    cols = np.flatnonzero(excess > 0.05 * tab[f"sigma_cont_{arm}"])  # sky-line pixels only
+    out = np.zeros((len(t), excess.size))
+    if cols.size:
+        g = gaussian_filter1d(rng.standard_normal((len(t), cols.size), dtype=np.float32), 1.0, axis=1)
+        out[:, cols] = (SKY_RESIDUAL_SCALE * np.sqrt(2 * np.sqrt(np.pi))) * g * excess[cols][None, :]
+        out[:, cols] *= np.sqrt(1000.0 / t)
+    return out

@@ -38,7 +38,13 @@ _AGE_T = COSMO.age(_AGE_Z).value
 
 @dataclass(frozen=True)
 class MockSurveyConfig:
-    """Mock survey settings: pixel count, seed, per-pixel size scale, release cadence (s), anomaly rate."""
+    """Mock survey settings: pixel count, seed, per-pixel size scale, release cadence (s), anomaly rate, file sizes.
+
+    Spectra per file are lognormal with a spread of `count_spread` (e-folds; DR1's counts span orders of
+    magnitude), rescaled so the mean is `mean_spectra` × spectra_scale and clipped to `max_spectra`
+    (memory: ~1.3 MB per spectrum while a file is simulated); `bad_fibre_fraction` of each file's rows
+    are unassigned, stuck, broken or sky fibres without data (at least 2 per file).
+    """
 
     n_pixels: int = 12
     seed: int = 42
@@ -46,6 +52,10 @@ class MockSurveyConfig:
     release_every: float | None = None
     anomaly_fraction: float = 0.015
     survey: str = "main"
+    mean_spectra: float = 700.0
+    count_spread: float = 1.0
+    max_spectra: int = 2000
+    bad_fibre_fraction: float = 0.04
 
 
 @dataclass
@@ -95,15 +105,20 @@ def pixel_programs(n_pixels: int, seed: int) -> list[str]:
 
 
 def pixel_counts(cfg: MockSurveyConfig, programs: list[str]) -> np.ndarray:
-    """Spectra per pixel: skewed (lognormal) few hundred to ~1,500; ≥6,000 for 12 pixels at scale 1."""
+    """Spectra per pixel (incl. bad fibres): heavy-tailed lognormal, mean cfg.mean_spectra × spectra_scale."""
     rng = np.random.default_rng([cfg.seed, 2])
-    med = {"dark": 720, "bright": 520, "backup": 300}
-    lo = {"dark": 300, "bright": 250, "backup": 180}
-    n = np.array([np.clip(rng.lognormal(np.log(med[p]), 0.4), lo[p], 1500) for p in programs])
-    need = 6000 * len(programs) / 12
-    if n.sum() < need:
-        n = np.minimum(n * need / n.sum() * 1.02, 1500)
-    return np.maximum(np.rint(n * cfg.spectra_scale), 8).astype(np.int64)
+    rel = {"dark": 1.0, "bright": 0.75, "backup": 0.45}
+    raw = np.array([rel.get(p, 1.0) for p in programs]) * rng.lognormal(0.0, cfg.count_spread, len(programs))
+    total = cfg.mean_spectra * len(programs) * cfg.spectra_scale
+    hi = max(cfg.max_spectra * cfg.spectra_scale, 8)
+    n = raw * total / raw.sum()
+    for _ in range(4):  # clip the largest files, give their excess to the others
+        n = np.clip(n, 8, hi)
+        free = n < hi
+        if not free.any() or n.sum() >= total * 0.999:
+            break
+        n[free] *= 1 + (total - n.sum()) / n[free].sum()
+    return np.maximum(np.rint(np.minimum(n, hi)), 8).astype(np.int64)
 
 
 # ---------------------------------------------------------------- 3-D structure and pool
@@ -168,7 +183,9 @@ def tracer_nz(tracer: str, z: np.ndarray) -> np.ndarray:
     if tracer == "ELG":
         return np.where((z > 0.6) & (z < 1.6), np.exp(-0.5 * ((z - 1.05) / 0.28) ** 2) + 0.15, 0)
     if tracer == "QSO":
-        return np.where((z > 0.5) & (z < 4.1), np.exp(-0.5 * ((z - 1.6) / 0.7) ** 2) + 0.25 * (z < 3.2), 0)
+        # DESI QSO targets: broad peak near z ≈ 1.7 and the high-z tail (~6% above z = 3.3, to z ≈ 4.2)
+        return np.where((z > 0.2) & (z < 4.3), np.exp(-0.5 * ((z - 1.7) / 0.72) ** 2)
+                        + 0.14 * np.exp(-0.5 * ((z - 3.65) / 0.3) ** 2), 0)
     raise ValueError(tracer)
 
 
@@ -204,6 +221,10 @@ def _interp_rows(rest_wave_log: np.ndarray, spec: np.ndarray, wave_obs: np.ndarr
     return a * (1 - t) + b * t
 
 
+#: Fraction of the star-forming (blue) galaxies of a tracer that are young starbursts.
+STARBURST_FRACTION = {"BGS": 0.12, "ELG": 0.2, "LRG": 0.0}
+
+
 def _galaxy_params(rng, tracer, z):
     n = len(z)
     tmax = np.interp(z, _AGE_Z, _AGE_T) - 0.05
@@ -216,8 +237,27 @@ def _galaxy_params(rng, tracer, z):
     av = np.where(red, rng.uniform(0, 0.35, n), rng.uniform(0.1, 1.2, n))
     vdisp = np.where(red, rng.uniform(140, 350, n), rng.uniform(50, 150, n))
     gas = rng.uniform(30, 110, n)
-    return dict(tstart_gyr=np.maximum(ts, 0.1), tau_gyr=tau, zmet_zsun=zmet, av=av, vdisp=vdisp,
-                gas_sigma_kms=gas, red=red)
+    # young starbursts: the stars formed over the last 5 Myr–1 Gyr at a nearly constant rate (high sSFR,
+    # Dn4000 ≈ 0.97–1.1, EW(Hα) of a few hundred Å), mostly metal-poor and not very dusty
+    burst = ~red & (rng.uniform(size=n) < STARBURST_FRACTION[tracer])
+    ts = np.where(burst, np.exp(rng.uniform(np.log(0.005), np.log(1.0), n)), ts)
+    tau = np.where(burst, rng.uniform(5.0, 15.0, n), tau)
+    zmet = np.where(burst, 10 ** rng.uniform(-0.7, -0.2, n), zmet)
+    av = np.where(burst, rng.uniform(0.05, 0.6, n), av)
+    vdisp = np.where(burst, rng.uniform(40, 90, n), vdisp)
+    return dict(tstart_gyr=np.maximum(ts, 0.005), tau_gyr=tau, zmet_zsun=zmet, av=av, vdisp=vdisp,
+                gas_sigma_kms=gas, red=red, burst=burst)
+
+
+def _rest_ew(obs, wave, centers, lflux, z):
+    """Rest-frame EW (Å) of lines (n, L) against the model continuum obs; NaN where the line is off the grid."""
+    step = wave[1] - wave[0]
+    i = np.rint((centers - wave[0]) / step).astype(np.int64)
+    on = (i >= 8) & (i < wave.size - 8)
+    ic = np.clip(i, 8, wave.size - 9)
+    rows = np.arange(len(obs))[:, None]
+    cont = 0.5 * (obs[rows, ic - 8] + obs[rows, ic + 8])
+    return np.where(on, lflux / np.maximum(cont, 1e-30) / (1 + z[:, None]), np.nan)
 
 
 def _simulate_galaxies(rng, tracer, z, wave):
@@ -249,12 +289,23 @@ def _simulate_galaxies(rng, tracer, z, wave):
     centers = G.LINE_WAVES[None, :] * (1 + z[:, None])
     sig = centers * p["gas_sigma_kms"][:, None] / C_KMS
     obs = obs.astype(np.float64)
+    # ordinary galaxies stay below the ceilings of G.EW_MAX_NORMAL (rest Å); extreme emitters lie beyond
+    ew = _rest_ew(obs, wave, centers, lflux, z)
+    k_ha, k_o3 = G.LINE_NAMES.index("halpha"), G.LINE_NAMES.index("oiii_5007")
+    over = np.nan_to_num(ew[:, k_ha] / G.EW_MAX_NORMAL["halpha"], nan=0.0)
+    lflux /= np.maximum(over, 1.0)[:, None]
+    ew = _rest_ew(obs, wave, centers, lflux, z)
+    over = np.maximum(np.nan_to_num(ew[:, k_o3] / G.EW_MAX_NORMAL["oiii_5007"], nan=0.0), 1.0)
+    for name in ("oiii_5007", "oiii_4959", "neiii_3869"):
+        lflux[:, G.LINE_NAMES.index(name)] /= over
+    ew = _rest_ew(obs, wave, centers, lflux, z)
     G.add_gaussian_lines(obs, wave, centers, sig, lflux)
     truth = {
         "logmass": np.log10(mass * props["live_frac"]), "sfr": sfr, "age_gyr": props["age_mw_gyr"],
         "tstart_gyr": p["tstart_gyr"], "tau_gyr": p["tau_gyr"], "zmet_zsun": p["zmet_zsun"], "av": p["av"],
         "vdisp": p["vdisp"], "gas_sigma_kms": p["gas_sigma_kms"], "dn4000": dn, "hdelta_a": hd,
-        "mag_norm": mag, "mag_band": np.full(n, band),
+        "mag_norm": mag, "mag_band": np.full(n, band), "is_starburst": p["burst"].astype(np.float64),
+        "ew_halpha": ew[:, k_ha], "ew_oiii_5007": ew[:, k_o3],
     }
     for k, name in enumerate(G.LINE_NAMES):
         truth[f"flux_{name}"] = lflux[:, k]
@@ -266,8 +317,8 @@ def _simulate_qsos(rng, z, wave):
     flux, par = Q.qso_model(rng, wave, z)
     mag = _mag_draw(rng, n, 17.5, 22.7, 0.4)
     flux *= _scale_to_mag(wave, flux, mag, "r")[:, None]
-    return flux, {"qso_alpha": par["qso_alpha"], "qso_fwhm_kms": par["qso_fwhm_kms"], "mag_norm": mag,
-                  "mag_band": np.full(n, "r")}
+    return flux, {"qso_alpha": par["qso_alpha"], "qso_fwhm_kms": par["qso_fwhm_kms"],
+                  "qso_civ_shift_kms": par["qso_civ_shift_kms"], "mag_norm": mag, "mag_band": np.full(n, "r")}
 
 
 def _simulate_stars(rng, program, n, wave):
@@ -322,6 +373,9 @@ def plan_healpix(config: MockSurveyConfig, index: int) -> dict:
     counts = pixel_counts(config, programs)
     pix, program, ntot = int(pixels[index]), programs[index], int(counts[index])
     rng = np.random.default_rng([config.seed, 100, index])
+    rng_bad = np.random.default_rng([config.seed, 101, index])
+    n_bad = min(max(2, int(rng_bad.binomial(ntot, config.bad_fibre_fraction))), max(ntot - 4, 0))
+    ntot -= n_bad
 
     # --- tracer counts and positions
     mix = TRACER_MIX[program]
@@ -398,7 +452,8 @@ def plan_healpix(config: MockSurveyConfig, index: int) -> dict:
     vpec = rng.normal(0, 150, n)
     z_obs = np.where(is_xgal, (1 + np.nan_to_num(cat["z"])) * (1 + vpec / C_KMS) - 1, np.nan)
     return dict(web=web, pix=pix, program=program, rng=rng, cat=cat, tracer=tracer, n=n, z_cos=z_cos,
-                z_obs=z_obs, is_xgal=is_xgal, anom_cls=anom_cls, anom_amp=anom_amp, anom_detail=anom_detail)
+                z_obs=z_obs, is_xgal=is_xgal, anom_cls=anom_cls, anom_amp=anom_amp, anom_detail=anom_detail,
+                n_bad=n_bad, rng_bad=rng_bad)
 
 
 def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
@@ -468,7 +523,11 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
             G.add_gaussian_lines(model[j:j + 1], wave,
                                  np.array([[lam, 4960.295 * (1 + z_obs[j]), 4862.71 * (1 + z_obs[j])]]),
                                  np.array([[sig, sig, sig]]), np.array([[f5007, f5007 / 2.98, f5007 / 5.0]]))
-            anom_detail[j] = f"flux_oiii_5007_added={f5007:.3g}"
+            ew_own = float(np.nan_to_num(tcols["ew_oiii_5007"][j])) if "ew_oiii_5007" in tcols else 0.0
+            anom_detail[j] = (f"flux_oiii_5007_added={f5007:.3g} ew_oiii_5007_total={ew_own + amp:.0f} "
+                              f"(ordinary galaxies <= {G.EW_MAX_NORMAL['oiii_5007']:.0f})")
+            if "ew_oiii_5007" in tcols:
+                tcols["ew_oiii_5007"][j] = ew_own + amp
             for k, f in (("flux_oiii_5007", f5007), ("flux_oiii_4959", f5007 / 2.98), ("flux_hbeta", f5007 / 5.0)):
                 if k in tcols:
                     tcols[k][j] = np.nan_to_num(tcols[k][j]) + f
@@ -484,38 +543,35 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
     # --- exposures, fibres, instrument
     expo = D.make_exposures(rng, pix, program, n)
     fibre_scale = rng.normal(1.0, 0.02, n)
-    sky = I.sky_spectrum(program)
+    texp, nexp = expo["coadd_exptime"], expo["nexp"]
     arms, noiseless = {}, {}
     for arm in ARMS:
         sl = I.arm_slice(arm)
         w = wave[sl][I.PAD:-I.PAD]
         rdat = I.resolution_data(arm, fibre_scale)
         mR = I.apply_resolution(model[:, sl], rdat)
-        sig = I.noise_sigma(mR, w, sky[sl][I.PAD:-I.PAD], expo["coadd_exptime"], expo["nexp"])
-        flux = mR + rng.normal(size=mR.shape) * sig
+        sig = I.noise_sigma(mR, w, arm, program, texp)
+        flux = mR + rng.normal(size=mR.shape) * sig + I.sky_residuals(rng, arm, program, texp)
         ivar = 1.0 / sig**2
         mask = np.zeros(mR.shape, dtype=np.int32)
-        # cosmics caught by the pipeline: COSMIC bit, ivar 0
+        # cosmics caught by the pipeline in one input exposure
         ncr = rng.poisson(0.25, n)
         for j in np.flatnonzero(ncr):
             for _ in range(ncr[j]):
                 i0 = int(rng.integers(0, w.size - 3))
-                npx = int(rng.integers(1, 4))
-                mask[j, i0:i0 + npx] |= I.MASK_COSMIC
-                ivar[j, i0:i0 + npx] = 0.0
-                flux[j, i0:i0 + npx] += rng.uniform(20, 200) * sig[j, i0:i0 + npx]
+                px = slice(i0, i0 + int(rng.integers(1, 4)))
+                _lose_one_exposure(rng, flux, ivar, mask, sig, j, px, int(nexp[j]), spike=rng.uniform(20, 200))
         arms[arm] = {"wave": w, "flux": flux, "ivar": ivar, "mask": mask,
                      "resolution": rdat[:, :, I.PAD:-I.PAD], "sigma": sig}
         noiseless[arm] = mR.astype(np.float32)
-    # one bad CCD column per file, on the fibres of one petal
+    # one bad CCD column per file, in one input exposure of the fibres of one petal
     bad_arm = ["b", "r", "z"][int(rng.integers(0, 3))]
     col = int(rng.integers(100, ARMS[bad_arm].npix - 100))
     bad_petal = int(rng.integers(0, 10))
-    hit = expo["petal_first"] == bad_petal
     a = arms[bad_arm]
-    a["mask"][hit, col:col + 2] |= I.MASK_BADCOLUMN
-    a["ivar"][hit, col:col + 2] = 0.0
-    a["flux"][hit, col:col + 2] = 0.0
+    for j in np.flatnonzero(expo["petal_first"] == bad_petal):
+        _lose_one_exposure(rng, a["flux"], a["ivar"], a["mask"], a["sigma"], j, slice(col, col + 2), int(nexp[j]),
+                           spike=rng.uniform(5, 30))
 
     # --- instrumental anomalies on the observed arrays
     for j in np.flatnonzero(anom_cls != None):  # noqa: E711
@@ -556,7 +612,7 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
     fm = D.make_fibermap(rng, targetid, cat["ra"], cat["dec"], tracer, program, photo, expo, subtype, fiberfrac)
     efm = D.make_exp_fibermap(targetid, cat["ra"], cat["dec"], expo, fm)
     rr, rr_status = D.make_redshifts(rng, targetid, z_obs, spectype, subtype, tracer, arms, anom_cls, anom_amp,
-                                     photo)
+                                     photo, noiseless)
     for j in np.flatnonzero(anom_cls == "mislabeled_highz_qso"):
         anom_amp[j] = float(z_obs[j] - rr["Z"][j])
     tsnr2 = D.make_tsnr2(rng, targetid, program, expo)
@@ -569,10 +625,30 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
         "redrock_status": rr_status,
     }
     truth.update(tcols)
+    truth["fiber_kind"] = np.full(n, "target", dtype=object)
+    fm, efm, arms, noiseless, rr, tsnr2, truth = D.add_bad_fibres(
+        P["rng_bad"], P["n_bad"], pix, program, fm, efm, arms, noiseless, rr, tsnr2, truth,
+        _random_in_pixel(P["rng_bad"], pix, P["n_bad"]), expo)
     truth_df = _truth_frame(truth)
     fm_all = fm
     return PixelSimulation(pix, program, config.survey, fm_all, efm, arms, noiseless, rr, tsnr2, truth_df,
                            extra={"model_wave": wave})
+
+
+def _lose_one_exposure(rng, flux, ivar, mask, sig, j, px, nexp, spike):
+    """One input exposure of row j is bad at pixels px, combined as desispec.coaddition.coadd does: with other
+    exposures the coadd pixel keeps mask 0 and loses that exposure's ivar; if it was the only one, the pixel
+    keeps its ivar and flux (spike included) and gets the input's mask bit (SOMEBADPIX)."""
+    if nexp > 1:
+        keep = (nexp - 1) / nexp
+        extra = sig[j, px] * np.sqrt(1 / keep - 1)
+        flux[j, px] += rng.normal(size=extra.shape) * extra
+        ivar[j, px] *= keep
+        sig[j, px] /= np.sqrt(keep)
+    else:
+        if spike is not None:
+            flux[j, px] += spike * sig[j, px]
+        mask[j, px] |= I.MASK_SOMEBADPIX
 
 
 def _truth_frame(t: dict) -> pl.DataFrame:
@@ -581,6 +657,9 @@ def _truth_frame(t: dict) -> pl.DataFrame:
         v = np.asarray(v)
         if k == "web_class":
             cols[k] = pl.Series(k, [None if x < 0 else int(x) for x in v], dtype=pl.Int8)
+        elif k.startswith("is_"):
+            cols[k] = pl.Series(k, [None if x is None or np.isnan(float(x)) else bool(x) for x in v],
+                                dtype=pl.Boolean)
         elif k in ("targetid", "healpix"):
             cols[k] = pl.Series(k, v.astype(np.int64))
         elif v.dtype.kind == "f":

@@ -1,0 +1,299 @@
+"""Cosmic-web layer: validation figures and the scaling benchmark.
+
+    python bench/cosmic_web.py validate [--out DIR]   # decomposition, truth, real surveys, DESI-like fractions
+    python bench/cosmic_web.py scaling  [--out DIR]   # wall time and peak RSS vs tracers, global vs partitioned
+
+Calls only public functions (science.cosmic_web, sources.mock.positions, plots_cosmic_web).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+import polars as pl
+from scipy.stats import spearmanr
+
+from desi_assets.plots_cosmic_web import plot_sigma5_by_class, plot_web_slice
+from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
+from desi_assets.science.cosmic_web import filaments as F
+from desi_assets.science.cosmic_web import footprint as FP
+from desi_assets.science.cosmic_web import tweb as T
+from desi_assets.science.cosmic_web.coords import mean_direction, radecz_to_xyz
+from desi_assets.sources.mock.positions import PositionsMockConfig, make_positions_mock
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "positions"
+#: DESI DR1 T-web volume fractions (DESI-REFERENCE.md §6): the target on the DESI-like mock.
+DESI_DR1 = {"void": (0.06, 0.16), "sheet": (0.45, 0.48), "filament": (0.37, 0.40), "knot": (0.04, 0.06)}
+NAMES = ("void", "sheet", "filament", "knot")
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def survey_frame(ra, dec, params: CosmicWebParams, nbar: float) -> CosmicWebParams:
+    """Params with the survey's frame centre and tracer density fixed (what partitions share with the global run)."""
+    fra, fdec = mean_direction(ra, dec)
+    return replace(params, frame_ra_deg=fra, frame_dec_deg=fdec, mean_density_mpc3=nbar)
+
+
+def decomposition(name, ra, dec, z, params, nside, max_partitions=None, seed=0):
+    """Partitioned vs global: D5/D10/SIGMA_5 identical and WEB_CLASS agreement for non-edge galaxies."""
+    t0 = time.perf_counter()
+    g0 = cosmic_web(ra, dec, z, params)
+    p = survey_frame(ra, dec, params, g0.mean_density_mpc3)
+    glob = cosmic_web(ra, dec, z, p).columns
+    tg = time.perf_counter() - t0
+    pix = hp.ang2pix(nside, ra, dec, nest=True, lonlat=True)
+    todo = np.unique(pix)
+    if max_partitions and todo.size > max_partitions:
+        todo = np.sort(np.random.default_rng(seed).choice(todo, max_partitions, replace=False))
+    t0 = time.perf_counter()
+    part = cosmic_web_partitioned(ra, dec, z, p, nside, only_pixels=todo)
+    tp = time.perf_counter() - t0
+    done = np.isin(pix, todo)
+    inner = done & ~glob["edge"]
+    same = {c: bool(np.array_equal(part[c][inner], glob[c][inner], equal_nan=True))
+            for c in ("d5_mpc", "d10_mpc", "sigma_5")}
+    agree = float(np.mean(part["web_class"][inner] == glob["web_class"][inner])) if inner.any() else float("nan")
+    own_frame = cosmic_web_partitioned(ra, dec, z, replace(p, frame_ra_deg=None, frame_dec_deg=None), nside,
+                                       only_pixels=todo[: min(len(todo), 6)])
+    done6 = np.isin(pix, todo[:6]) & ~glob["edge"]
+    agree_own = float(np.mean(own_frame["web_class"][done6] == glob["web_class"][done6]))
+    row = {"catalog": name, "partition_nside": nside, "partitions": int(todo.size), "galaxies_compared": int(inner.sum()),
+           "edge_fraction": round(float(glob["edge"][done].mean()), 3), **{f"{c}_identical": v for c, v in same.items()},
+           "edge_flags_identical": bool(np.array_equal(part["edge"][done], glob["edge"][done])),
+           "web_class_agreement": round(agree, 4), "web_class_agreement_own_frame": round(agree_own, 4),
+           "global_s": round(tg / 2, 1), "partitioned_s": round(tp, 1)}
+    say("decomposition", json.dumps(row))
+    return row
+
+
+def confusion(true, pred):
+    """4×4 counts: rows truth class, columns T-web class."""
+    m = np.zeros((4, 4), int)
+    ok = (true >= 0) & (pred >= 0)
+    np.add.at(m, (true[ok], pred[ok]), 1)
+    return m
+
+
+def truth_metrics(cat: pl.DataFrame, axes_radecz: np.ndarray, params: CosmicWebParams, out: Path):
+    """On the positions mock: confusion matrix, DIST_FILAMENT vs truth per filament method."""
+    ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
+    res = {}
+    truth_cls = cat["web_class_true"].to_numpy()
+    # true axes in the pipeline's cosmology, from their RA/Dec/z endpoints
+    a = radecz_to_xyz(axes_radecz[:, 0], axes_radecz[:, 1], axes_radecz[:, 2], params.cosmology)
+    b = radecz_to_xyz(axes_radecz[:, 3], axes_radecz[:, 4], axes_radecz[:, 5], params.cosmology)
+    xyz = radecz_to_xyz(ra, dec, z, params.cosmology)
+    true_d = F.distance_to_segments(xyz, np.stack([a, b], 1))
+    for method in ("tweb", "mst"):
+        t0 = time.perf_counter()
+        r = cosmic_web(ra, dec, z, replace(params, filament_method=method), make_slice=(method == "tweb"))
+        c = r.columns
+        ok = ~c["edge"] & np.isfinite(c["dist_filament_mpc"])
+        err = c["dist_filament_mpc"][ok] - true_d[ok]
+        rho = spearmanr(c["dist_filament_mpc"][ok], true_d[ok]).statistic
+        res[method] = {"galaxies": int(ok.sum()), "segments": int(len(r.segments)),
+                       "median_abs_error_mpc": round(float(np.median(np.abs(err))), 2),
+                       "median_error_mpc": round(float(np.median(err)), 2), "spearman_rho": round(float(rho), 3),
+                       "median_true_mpc": round(float(np.median(true_d[ok])), 2), "seconds": round(time.perf_counter() - t0, 1)}
+        if method == "tweb":
+            cm = confusion(truth_cls[ok], c["web_class"][ok])
+            res["confusion_truth_rows_tweb_cols"] = cm.tolist()
+            res["class_accuracy"] = round(float(np.trace(cm) / max(cm.sum(), 1)), 3)
+            res["volume_fractions"] = {k: round(v, 3) for k, v in r.volume_fractions.items()}
+            res["galaxy_fractions"] = {NAMES[i]: round(float(np.mean(c["web_class"][ok] == i)), 3) for i in range(4)}
+            res["truth_galaxy_fractions"] = {NAMES[i]: round(float(np.mean(truth_cls[ok] == i)), 3) for i in range(4)}
+            plot_web_slice(out / "mock_slice.png", r.extra["slice"], f"positions mock: δ, T-web skeleton, class "
+                           f"(R_s={params.smoothing_mpc:g} Mpc, λ_th={params.lambda_th:g})")
+        say("truth", method, json.dumps(res[method]))
+    say("truth confusion (rows truth void/sheet/filament/knot, cols T-web):", res["confusion_truth_rows_tweb_cols"])
+    return res
+
+
+def fraction_grid(ra, dec, z, params: CosmicWebParams, smoothings, thresholds):
+    """T-web volume fractions over a grid of (R_s, λ_th), one lattice per R_s."""
+    chi_lo, chi_hi = params.chi_range()
+    fp = FP.occupied_pixels(ra, dec, params.footprint_nside)
+    xyz = radecz_to_xyz(ra, dec, z, params.cosmology)
+    chi = np.linalg.norm(xyz, axis=1)
+    tr = (chi >= chi_lo) & (chi < chi_hi)
+    nbar = tr.sum() / FP.footprint_volume(fp, params.footprint_nside, chi_lo, chi_hi)
+    rand = FP.volume_randoms(fp, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3, params.seed)
+    rows = []
+    for rs in smoothings:
+        lat = T.Lattice.around(np.concatenate([xyz[tr], rand]), params.cell_mpc, 3 * rs + 2 * params.cell_mpc)
+        delta, window = T.density_contrast(lat, xyz[tr], rand, nbar, params.random_density_mpc3, rs)
+        cells = np.flatnonzero(window.ravel() >= params.window_min)
+        lam = T.eigenvalues(T.tensor_cells(T.tidal_tensor(lat, delta), cells))
+        for th in thresholds:
+            f = T.volume_fractions(T.web_class(lam, th))
+            rows.append({"R_s": rs, "lambda_th": th, **{k: round(v, 3) for k, v in f.items()}})
+    return rows
+
+
+def distance_to_desi(row):
+    """Sum of distances of each fraction to the DESI DR1 range (0 inside)."""
+    return sum(max(lo - row[k], 0, row[k] - hi) for k, (lo, hi) in DESI_DR1.items())
+
+
+def real_survey(name, ra, dec, z, params, out: Path):
+    """Volume and galaxy fractions per class and Σ5 distributions; plots."""
+    r = cosmic_web(ra, dec, z, params, make_slice=True)
+    c = r.columns
+    inner = ~c["edge"] & (c["web_class"] >= 0)
+    row = {"catalog": name, "galaxies": int(len(ra)), "non_edge": int(inner.sum()),
+           "edge_fraction": round(float(c["edge"].mean()), 3), "tracers": r.n_tracers,
+           "mean_density_mpc3": float(f"{r.mean_density_mpc3:.3g}"),
+           "volume_fractions": {k: round(v, 3) for k, v in r.volume_fractions.items()},
+           "galaxy_fractions_non_edge": {NAMES[i]: round(float(np.mean(c["web_class"][inner] == i)), 3)
+                                         for i in range(4)},
+           "log10_sigma5_p16_p50_p84": [round(float(x), 2) for x in
+                                        np.log10(np.nanpercentile(c["sigma_5"], [16, 50, 84]))],
+           "log10_sigma5_median_by_class": {NAMES[i]: round(float(np.log10(np.nanmedian(c["sigma_5"][inner & (
+               c["web_class"] == i)]))), 2) if (inner & (c["web_class"] == i)).any() else None for i in range(4)}}
+    plot_sigma5_by_class(out / f"{name}_sigma5_by_class.png", c["sigma_5"][inner], c["web_class"][inner],
+                         f"{name}: Σ5 by T-web class (non-edge)")
+    plot_web_slice(out / f"{name}_slice.png", r.extra["slice"], f"{name}: δ, T-web skeleton, galaxies by class "
+                   f"(R_s={params.smoothing_mpc:g} Mpc, λ_th={params.lambda_th:g})")
+    say("real", json.dumps(row))
+    return row
+
+
+def read_fits(path, cols):
+    from astropy.table import Table
+
+    t = Table.read(path)
+    return [np.asarray(t[c], np.float64) for c in cols]
+
+
+def validate(out: Path, quick: bool) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    mcfg = PositionsMockConfig()
+    mock = make_positions_mock(mcfg)
+    cat = mock.catalog
+    from desi_assets.sources.mock.positions import segments_frame
+
+    sf = segments_frame(mock.segments)
+    axes = sf.select("ra_a", "dec_a", "z_a", "ra_b", "dec_b", "z_b").to_numpy()
+    ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
+    base = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4)
+    say(f"positions mock: {cat.height} galaxies, {len(mock.segments)} true filament axes; params {base.as_dict()}")
+    grid = fraction_grid(ra, dec, z, base, (4.0, 6.0, 8.0), (0.1, 0.2, 0.3, 0.4, 0.5, 0.7))
+    for g in grid:
+        say("fractions", json.dumps(g))
+    best = min(grid, key=distance_to_desi)
+    results["fraction_grid"], results["desi_like_choice"] = grid, best
+    say("closest to DESI DR1", best)
+    results["truth"] = truth_metrics(cat, axes, base, out)
+    results["decomposition_mock"] = decomposition("positions_mock", ra, dec, z, base, nside=8)
+    if DATA.exists():
+        sra, sdec, sz = read_fits(DATA / "sdss_dr7_vollim_vast.fits", ["ra", "dec", "z"])
+        sdss = replace(base, tracer_zmin=0.03, tracer_zmax=0.107)
+        results["decomposition_sdss"] = decomposition("sdss_dr7", sra, sdec, sz, sdss, nside=8,
+                                                      max_partitions=12 if quick else None)
+        results["sdss"] = real_survey("sdss_dr7", sra, sdec, sz, sdss, out)
+        gra, gdec, gz = read_fits(DATA / "gama_gold_dryrun.fits", ["RA", "DEC", "ZGAMA"])
+        results["gama"] = real_survey("gama", gra, gdec, gz, replace(base, tracer_zmin=0.04, tracer_zmax=0.26), out)
+    (out / "validation.json").write_text(json.dumps(results, indent=1))
+    say(f"wrote {out / 'validation.json'}")
+    return results
+
+
+# ---------------------------------------------------------------- scaling
+def _one(args) -> None:
+    """Child process: one timed run, prints JSON with wall seconds and peak RSS (MB)."""
+    cat = pl.read_parquet(args.catalog)
+    ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
+    p = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4, mean_density_mpc3=args.nbar or None)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    if args.mode == "global":
+        cosmic_web(ra, dec, z, p)
+        n_part = 1
+    else:
+        pix = hp.ang2pix(args.nside, ra, dec, nest=True, lonlat=True)
+        vals, counts = np.unique(pix, return_counts=True)
+        full = vals[counts >= np.percentile(counts, 75)]  # interior pixels (full ones)
+        pick = full[len(full) // 2: len(full) // 2 + args.partitions]
+        cosmic_web_partitioned(ra, dec, z, p, args.nside, only_pixels=pick)
+        n_part = len(pick)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb":
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": base_rss,
+                      "galaxies": len(ra), "partitions_total": int(len(np.unique(hp.ang2pix(
+                          args.nside, ra, dec, nest=True, lonlat=True)))) if args.mode != "global" else 1}))
+
+
+def _child(catalog: Path, mode: str, nside: int = 32, partitions: int = 2, nbar: float = 0.0) -> dict:
+    cmd = [sys.executable, __file__, "one", "--catalog", str(catalog), "--mode", mode, "--nside", str(nside),
+           "--partitions", str(partitions), "--nbar", str(nbar)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def scaling(out: Path, sizes: list[float]) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    # A: density grows on a fixed 314 deg² cap (the global lattice stays the same size)
+    # B: area grows at a fixed BGS-like density (what a survey does): one partition must stay flat
+    runs = [("density", n, PositionsMockConfig(density_mpc3=1e-3 * n / 1.3e5)) for n in sizes]
+    runs += [("area", n, PositionsMockConfig(radius_deg=float(np.degrees(np.arccos(1 - n / 1.3e5 * (1 - np.cos(
+        np.radians(10.0)))))))) for n in sizes if n <= 3e5]
+    for series, n, cfg in runs:
+        path = out / f"mock_{series}_{int(n)}.parquet"
+        if not path.exists():
+            make_positions_mock(cfg).catalog.select("ra", "dec", "z").write_parquet(path)
+        g = _child(path, "global")
+        p = _child(path, "partitioned", nbar=cfg.density_mpc3)
+        row = {"series": series, "target_tracers": n, "galaxies": g["galaxies"], "global_wall_s": round(g["wall_s"], 1),
+               "global_peak_rss_mb": round(g["peak_rss_mb"]), "partition_wall_s": round(p["per_partition_s"], 1),
+               "partition_peak_rss_mb": round(p["peak_rss_mb"]), "partitions_total": p["partitions_total"],
+               "partitioned_total_s_est": round(p["per_partition_s"] * p["partitions_total"], 1)}
+        rows.append(row)
+        say("scaling", json.dumps(row))
+    dens = [r for r in rows if r["series"] == "density"]
+    if len(dens) >= 2:
+        n = np.log([r["galaxies"] for r in dens])
+        for key in ("global_wall_s", "global_peak_rss_mb"):
+            slope, icpt = np.polyfit(n, np.log([max(r[key], 1e-3) for r in dens]), 1)
+            say(f"extrapolation {key} at 1e7 galaxies (power law slope {slope:.2f}): "
+                f"{np.exp(icpt + slope * np.log(1e7)):.0f}")
+    (out / "scaling.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["validate", "scaling", "one"])
+    p.add_argument("--out", default="bench/out/cosmic_web")
+    p.add_argument("--quick", action="store_true", help="SDSS decomposition on 12 partitions only")
+    p.add_argument("--sizes", default="1e4,1e5,1e6")
+    p.add_argument("--catalog")
+    p.add_argument("--mode", default="global")
+    p.add_argument("--nside", type=int, default=32)
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--nbar", type=float, default=0.0)
+    a = p.parse_args(argv)
+    if a.what == "one":
+        _one(a)
+    elif a.what == "validate":
+        validate(Path(a.out), a.quick)
+    else:
+        scaling(Path(a.out), [float(x) for x in a.sizes.split(",")])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

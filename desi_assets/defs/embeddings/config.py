@@ -1,0 +1,35 @@
+"""The embedding layer's one typed config (every embedding asset reads it)."""
+
+import dagster as dg
+from pydantic import Field
+
+
+class EmbeddingConfig(dg.Config):
+    """SpectrumTransformer training, embedding, index choice and evaluation.
+
+    Demo-sized defaults: the `small` architecture (P = 64, width 64, 2 + 1 layers, ~130k parameters)
+    on at most 3,000 class-balanced training spectra for at most 12 epochs or 180 s. Full size: set
+    `arch: paper` (P = 32, 6 + 6 layers, width 512, 8 heads; for a GPU), `max_train_spectra: 0`
+    (all), `epochs: 100`, `max_train_seconds: 0` (no cap).
+    """
+
+    arch: str = Field(default="small", description="'small' (CPU demo) or 'paper' (GPU)")
+    pooling: str = Field(default="mean", description="embedding: 'mean' over valid tokens or 'cls' token")
+    max_train_spectra: int = Field(default=3000, description="training spectra drawn (balanced) from the "
+                                                             "training_set's train split; 0 = all")
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    mask_ratio: float = Field(default=0.5, description="share of valid patches hidden from the encoder")
+    patience: int = 4
+    max_train_seconds: float = Field(default=180.0, description="wall-clock cap on training (s); 0 = none")
+    seed: int = 0
+    device: str = Field(default="auto", description="'auto' = cuda when present, else cpu")
+    num_threads: int = Field(default=0, description="torch threads; 0 = 1 on <= 2 cores, else min(4, cores // 2)")
+    embed_batch: int = 256
+    index_min_rows: int = Field(default=50_000, description="below this a flat scan is exact and fast: no index")
+    index_target_recall: float = Field(default=0.95, description="recall@10 an index must reach to be chosen")
+    index_queries: int = Field(default=50, description="sample queries used to measure recall and latency")
+    eval_folds: int = 5
+    eval_pca_dims: int = 32
+    eval_max_rows: int = Field(default=0, description="evaluate at most this many spectra (0 = all)")

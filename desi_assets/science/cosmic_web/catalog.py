@@ -1,0 +1,286 @@
+"""The whole cosmic-web computation on one catalog of positions: what the asset, the CLI and the bench call.
+
+`cosmic_web(ra, dec, z, params, query=…)` uses every valid row of the catalog as context
+(density tracers, footprint) and returns the columns for the `query` rows. A partition calls
+it with its pixel plus the buffer pixels and `query` = its own rows; a survey-wide run passes
+the whole catalog. Galaxies whose buffer sphere (radius `buffer_mpc`) leaves the footprint or
+the tracer redshift range are flagged `edge`; for every other galaxy the partitioned result
+equals the global one (kNN exactly; T-web up to the lattice's far-field, see bench/cosmic_web.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import healpy as hp
+import numpy as np
+
+from desi_assets.science.cosmic_web import filaments as F
+from desi_assets.science.cosmic_web import footprint as FP
+from desi_assets.science.cosmic_web import tweb as T
+from desi_assets.science.cosmic_web.coords import (comoving_distance, frame_rotation, hubble_h0, mean_direction,
+                                                   radecz_to_xyz)
+from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
+
+#: Row status values (every input row gets one; nothing is dropped).
+STATUS_OK = "ok"
+STATUS_BAD_Z = "invalid_redshift"  # NaN, infinite or negative z, or non-finite RA/Dec
+STATUS_DUPLICATE = "duplicate"  # same id as an earlier row: values copied from it, not a tracer twice
+FILAMENT_METHODS = ("tweb", "mst")
+
+
+@dataclass(frozen=True)
+class CosmicWebParams:
+    """Settings of the layer (lengths in comoving Mpc); the Dagster config and the CLI take their defaults here."""
+
+    cosmology: str = "Planck18"
+    knn_dv_kms: float = 1000.0  # neighbours count within |cΔz| < this
+    tracer_zmin: float = 0.05  # density-defining tracers: zmin ≤ z < zmax (volume-limited selection)
+    tracer_zmax: float = 0.4
+    tracer_abs_mag_max: float | None = None  # and M = m − 5 log10(D_L/10 pc) < this when magnitudes are given
+    cell_mpc: float = 3.125  # T-web lattice cell (DESI DR1 T-web paper: 800 Mpc / 256)
+    smoothing_mpc: float = 6.0  # Gaussian R_s
+    lambda_th: float = 0.3  # eigenvalue threshold
+    buffer_mpc: float = 20.0  # partition buffer and edge-sphere radius; also the kNN search limit
+    random_density_mpc3: float = 0.01  # randoms per Mpc³ inside the footprint
+    mean_density_mpc3: float | None = None  # tracer n̄ (Mpc⁻³); None: tracers / footprint volume of the run
+    footprint_nside: int = 64  # footprint = occupied pixels at this nside
+    edge_nside: int = 256  # fine pixels whose centres measure a sphere's footprint coverage
+    edge_coverage_min: float = 0.95  # a galaxy is at the edge when its sphere's coverage is below this
+    window_min: float = 0.5  # δ is set where the smoothed random window is at least this
+    filament_method: str = "mst"  # mst or tweb: the skeleton DIST_FILAMENT is measured to (mst wins on the mock)
+    mst_max_edge_mpc: float = 6.0  # MST edges longer than this are cut
+    mst_prune: int = 3  # leaf-pruning passes
+    frame_ra_deg: float | None = None  # grid frame: +z toward (ra, dec); None: the run's mean direction
+    frame_dec_deg: float | None = None
+    seed: int = 0  # randoms seed (per pixel)
+
+    def __post_init__(self):
+        if self.smoothing_mpc <= 0 or self.cell_mpc <= 0:
+            raise ValueError("smoothing_mpc and cell_mpc must be positive")
+        if self.buffer_mpc < 2 * self.smoothing_mpc:
+            raise ValueError(f"buffer_mpc ({self.buffer_mpc}) must be at least 2 smoothing lengths "
+                             f"({2 * self.smoothing_mpc} Mpc)")
+        if not 0 <= self.tracer_zmin < self.tracer_zmax:
+            raise ValueError(f"need 0 ≤ tracer_zmin < tracer_zmax, got {self.tracer_zmin}, {self.tracer_zmax}")
+        if self.filament_method not in FILAMENT_METHODS:
+            raise ValueError(f"filament_method must be one of {FILAMENT_METHODS}, got {self.filament_method!r}")
+        if self.edge_nside % self.footprint_nside or self.edge_nside < self.footprint_nside:
+            raise ValueError("edge_nside must be a multiple of footprint_nside")
+
+    def as_dict(self) -> dict:
+        """Plain dict of the settings (for metadata and provenance)."""
+        return asdict(self)
+
+    def chi_range(self) -> tuple[float, float]:
+        """Comoving distances (Mpc) of tracer_zmin and tracer_zmax."""
+        lo, hi = comoving_distance(np.array([self.tracer_zmin, self.tracer_zmax]), self.cosmology)
+        return float(lo), float(hi)
+
+    def buffer_deg(self) -> float:
+        """Angular radius (deg) around a partition that holds the buffer sphere of every non-edge galaxy."""
+        chi_lo, _ = self.chi_range()
+        los = self.knn_dv_kms / hubble_h0(self.cosmology)
+        # nearest non-edge galaxy: χ ≥ χ_lo + buffer; its neighbours may sit up to dv/H0 nearer
+        return min(180.0, 1.05 * FP.buffer_angle_deg(self.buffer_mpc, max(chi_lo + self.buffer_mpc - los, 1e-3)))
+
+
+@dataclass
+class CosmicWebResult:
+    """Columns for the query rows (units in the table registry) and run-level summaries."""
+
+    columns: dict[str, np.ndarray]
+    volume_fractions: dict[str, float]
+    n_tracers: int
+    n_randoms: int
+    mean_density_mpc3: float
+    segments: np.ndarray  # (M,2,3) skeleton of the configured method, grid frame removed (equatorial Mpc)
+    extra: dict = field(default_factory=dict)  # slice of δ for plots
+
+
+def _abs_mag(mag: np.ndarray, z: np.ndarray, cosmology: str) -> np.ndarray:
+    dl = comoving_distance(z, cosmology) * (1 + z)  # Mpc
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return mag - 5 * np.log10(np.maximum(dl, 1e-9) * 1e5)
+
+
+def tracer_mask(z: np.ndarray, params: CosmicWebParams, mag: np.ndarray | None = None) -> np.ndarray:
+    """The density-defining tracers: zmin ≤ z < zmax, and M < tracer_abs_mag_max when magnitudes are given."""
+    z = np.asarray(z, float)
+    ok = np.isfinite(z) & (z >= params.tracer_zmin) & (z < params.tracer_zmax)
+    if mag is not None and params.tracer_abs_mag_max is not None:
+        ok &= _abs_mag(np.asarray(mag, float), z, params.cosmology) < params.tracer_abs_mag_max
+    return ok
+
+
+def _first_of_duplicates(ids: np.ndarray | None, n: int) -> np.ndarray:
+    """Index of the first row with the same id (itself when unique)."""
+    if ids is None:
+        return np.arange(n)
+    _, first, inv = np.unique(np.asarray(ids), return_index=True, return_inverse=True)
+    return first[inv.ravel()]
+
+
+def _empty_columns(n: int) -> dict[str, np.ndarray]:
+    f = lambda: np.full(n, np.nan)  # noqa: E731
+    return {"comoving_distance_mpc": f(), "d5_mpc": f(), "d10_mpc": f(), "sigma_5": f(), "sigma_10": f(),
+            "delta": f(), "lambda1": f(), "lambda2": f(), "lambda3": f(), "web_class": np.full(n, -1, np.int8),
+            "dist_filament_mpc": f(), "edge": np.ones(n, bool), "is_tracer": np.zeros(n, bool),
+            "status": np.full(n, STATUS_OK, dtype=object)}
+
+
+def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams = CosmicWebParams(),
+               query: np.ndarray | None = None, ids: np.ndarray | None = None, mag: np.ndarray | None = None,
+               footprint: np.ndarray | None = None, make_slice: bool = False) -> CosmicWebResult:
+    """Environment columns for the `query` rows (bool mask; default all) of a catalog of RA, Dec (deg) and z.
+
+    `ids` identify duplicates; `mag` (apparent, AB) enables the absolute-magnitude tracer cut; `footprint`
+    (NESTED pixels at params.footprint_nside) defaults to the occupied pixels of the valid rows.
+    """
+    ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
+    n = ra.size
+    if not (dec.size == n and z.size == n):
+        raise ValueError(f"ra, dec and z must have the same length, got {ra.size}, {dec.size}, {z.size}")
+    query = np.ones(n, bool) if query is None else np.asarray(query, bool)
+    valid = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (z >= 0) & (np.abs(dec) <= 90)
+    first = _first_of_duplicates(ids, n)
+    unique = first == np.arange(n)
+    cols = _empty_columns(n)
+    cols["status"][~valid] = STATUS_BAD_Z
+    cols["status"][valid & ~unique] = STATUS_DUPLICATE
+    use = valid & unique
+    chi_lo, chi_hi = params.chi_range()
+    if footprint is None:
+        footprint = FP.occupied_pixels(ra[use], dec[use], params.footprint_nside)
+    xyz = np.full((n, 3), np.nan)
+    xyz[use] = radecz_to_xyz(ra[use], dec[use], z[use], params.cosmology)
+    chi = np.linalg.norm(xyz, axis=1)
+    cols["comoving_distance_mpc"] = np.where(use, chi, np.nan)
+    tracer = use & tracer_mask(z, params, mag)
+    cols["is_tracer"] = tracer
+    tr_idx = np.flatnonzero(tracer)
+    vol = FP.footprint_volume(footprint, params.footprint_nside, chi_lo, chi_hi)
+    nbar = params.mean_density_mpc3 or (tr_idx.size / vol if vol > 0 else 0.0)
+    dup = np.flatnonzero(valid & ~unique & query)
+    need = use & query
+    need[first[dup]] = True  # a duplicate copies its first row, which may lie outside the query
+    work = np.flatnonzero(need)
+
+    # --- kNN (exact; searched out to the buffer radius)
+    self_index = np.full(n, -1, np.int64)
+    self_index[tr_idx] = np.arange(tr_idx.size)
+    d = projected_knn(xyz[work], z[work], xyz[tr_idx], z[tr_idx], ks=(5, 10), dv_kms=params.knn_dv_kms,
+                      h0=hubble_h0(params.cosmology), self_index=self_index[work], r_max_mpc=params.buffer_mpc)
+    cols["d5_mpc"][work], cols["d10_mpc"][work] = d[:, 0], d[:, 1]
+    cols["sigma_5"][work] = surface_density(5, d[:, 0])
+    cols["sigma_10"][work] = surface_density(10, d[:, 1])
+
+    # --- edge flag: buffer sphere outside [χ_lo, χ_hi] or off the footprint
+    radial_edge = (chi[work] - params.buffer_mpc < chi_lo) | (chi[work] + params.buffer_mpc > chi_hi)
+    edge = radial_edge.copy()
+    inner = ~radial_edge
+    if inner.any():
+        rad = np.degrees(np.arcsin(np.clip(params.buffer_mpc / chi[work][inner], 0, 1)))
+        cover = FP.coverage_fraction(ra[work][inner], dec[work][inner], rad, footprint, params.footprint_nside,
+                                     params.edge_nside)
+        edge[inner] = cover < params.edge_coverage_min
+    cols["edge"][work] = edge
+
+    # --- T-web on a lattice in the frame of the run (or the configured survey frame)
+    segments = np.zeros((0, 2, 3))
+    fractions = T.volume_fractions(np.zeros(0))
+    n_rand = 0
+    extra: dict = {}
+    if tr_idx.size and len(footprint) and nbar > 0:
+        if params.frame_ra_deg is None or params.frame_dec_deg is None:
+            fra, fdec = mean_direction(ra[use], dec[use])
+        else:
+            fra, fdec = params.frame_ra_deg, params.frame_dec_deg
+        rot = frame_rotation(fra, fdec)
+        rand = FP.volume_randoms(footprint, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3,
+                                 params.seed) @ rot.T
+        n_rand = len(rand)
+        gal = xyz[tr_idx] @ rot.T
+        pad = 3 * params.smoothing_mpc + 2 * params.cell_mpc
+        lat = T.Lattice.around(np.concatenate([gal, rand, xyz[work] @ rot.T]), params.cell_mpc, pad)
+        delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3, params.smoothing_mpc,
+                                           params.window_min)
+        tensor = T.tidal_tensor(lat, delta)
+        valid_cells = window >= params.window_min
+        cells = np.flatnonzero(valid_cells.ravel())
+        cell_class = np.full(lat.shape, -1, np.int8)
+        cell_class.ravel()[cells] = T.web_class(T.eigenvalues(T.tensor_cells(tensor, cells)), params.lambda_th)
+        fractions = T.volume_fractions(cell_class.ravel()[cells])
+        q = xyz[work] @ rot.T
+        lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
+        inside = T.cic_interpolate(lat, window, q) >= params.window_min
+        cols["delta"][work] = np.where(inside, T.cic_interpolate(lat, delta, q), np.nan)
+        for i in range(3):
+            cols[f"lambda{i + 1}"][work] = np.where(inside, lam[:, i], np.nan)
+        cols["web_class"][work] = np.where(inside, T.web_class(lam, params.lambda_th), -1)
+        if params.filament_method == "tweb":
+            segs = F.tweb_skeleton(lat, delta, tensor, cell_class, valid_cells)
+        else:
+            segs = F.mst_skeleton(gal, params.mst_max_edge_mpc, params.mst_prune)
+        cols["dist_filament_mpc"][work] = np.where(inside, F.distance_to_segments(q, segs), np.nan)
+        segments = segs @ rot  # back to equatorial
+        extra = {"rotation": rot, "lattice": lat}
+        if make_slice:
+            extra["slice"] = _slice(lat, delta, cell_class, segs, gal, q, cols["web_class"][work])
+    for k, v in cols.items():
+        if k != "status":
+            v[dup] = v[first[dup]]
+    res_cols = {k: v[query] for k, v in cols.items()}
+    return CosmicWebResult(res_cols, fractions, int(tr_idx.size), n_rand, float(nbar), segments, extra)
+
+
+def _slice(lat: T.Lattice, delta: np.ndarray, cell_class: np.ndarray, segs: np.ndarray, gal: np.ndarray,
+           q: np.ndarray, q_class: np.ndarray, thickness_mpc: float = 10.0) -> dict:
+    """A slab through the lattice centre (grid frame, normal to y): δ image, nearby segments and galaxies."""
+    j = lat.shape[1] // 2
+    y0 = lat.origin[1] + (j + 0.5) * lat.cell
+    near = lambda p: np.abs(p[..., 1] - y0) < thickness_mpc / 2  # noqa: E731
+    seg_near = segs[near(segs).all(axis=1)] if len(segs) else segs
+    qn = near(q)
+    return {"delta": delta[:, j, :].copy(), "class": cell_class[:, j, :].copy(),
+            "extent": (lat.origin[2], lat.origin[2] + lat.shape[2] * lat.cell,
+                       lat.origin[0], lat.origin[0] + lat.shape[0] * lat.cell),
+            "segments_xz": seg_near[:, :, [0, 2]], "galaxies_xz": q[qn][:, [0, 2]], "galaxy_class": q_class[qn]}
+
+
+def cosmic_web_partitioned(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams, nside: int,
+                           ids: np.ndarray | None = None, mag: np.ndarray | None = None,
+                           only_pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Columns for every row, computed one NESTED HEALPix pixel (at `nside`) at a time from the pixel + its buffer.
+
+    This is the asset's domain decomposition on an in-memory catalog (for validation and benchmarks);
+    `only_pixels` restricts it to some pixels (other rows keep the empty defaults).
+    """
+    ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
+    n = ra.size
+    pix = np.full(n, -1, np.int64)
+    ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    pix[ok] = hp.ang2pix(nside, ra[ok], dec[ok], nest=True, lonlat=True)
+    fine = np.full(n, -1, np.int64)
+    fine[ok] = hp.ang2pix(params.footprint_nside, ra[ok], dec[ok], nest=True, lonlat=True)
+    out: dict[str, np.ndarray] = {}
+    todo = np.unique(pix[pix >= 0])
+    if only_pixels is not None:
+        todo = np.intersect1d(todo, np.asarray(only_pixels, np.int64))
+    for p in todo:
+        region = np.isin(pix, FP.region_pixels(np.array([p]), nside, params.buffer_deg()))
+        own = pix[region] == p
+        sub = lambda a: None if a is None else np.asarray(a)[region]  # noqa: E731
+        fp = np.unique(fine[region & (fine >= 0)])
+        res = cosmic_web(ra[region], dec[region], z[region], params, query=own, ids=sub(ids), mag=sub(mag),
+                         footprint=fp)
+        rows = np.flatnonzero(region)[own]
+        for k, v in res.columns.items():
+            if k not in out:
+                out[k] = np.empty(n, dtype=v.dtype)
+                out[k][:] = _empty_columns(1)[k][0]
+            out[k][rows] = v
+    if not out:
+        out = _empty_columns(n)
+    out["status"][pix < 0] = STATUS_BAD_Z
+    return out

@@ -1,0 +1,158 @@
+"""T-web (Hahn+2007, Forero-Romero+2009): CIC density normalised by randoms, Gaussian smoothing, tidal tensor by FFT.
+
+Galaxies and randoms are assigned (CIC) to a lattice of cell size h anchored at the
+observer (cells at integer multiples of h in the grid frame, so runs that share the frame
+share the lattice). Both fields are smoothed with W = exp(−k²R_s²/2); the window is
+W_r = ρ_r,s / (n_r h³) and δ = ρ_g,s / (n̄ h³ W_r) − 1 where W_r ≥ window_min, 0 elsewhere.
+T_ij(k) = k_i k_j / k² δ(k), so tr T = δ. The class is the number of eigenvalues above λ_th:
+0 void, 1 sheet, 2 filament, 3 knot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+
+#: Component order of the 6 independent tidal-tensor entries.
+TENSOR_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+CLASS_NAMES = ("void", "sheet", "filament", "knot")
+
+
+@dataclass
+class Lattice:
+    """A box of cells: corner `origin` (Mpc, a multiple of `cell`), `shape` cells of size `cell` Mpc."""
+
+    origin: np.ndarray
+    shape: tuple[int, int, int]
+    cell: float
+
+    @classmethod
+    def around(cls, xyz: np.ndarray, cell: float, pad: float) -> "Lattice":
+        """The smallest FFT-friendly lattice covering points (N,3) Mpc plus `pad` Mpc on every side."""
+        lo = np.floor((xyz.min(0) - pad) / cell) * cell
+        hi = xyz.max(0) + pad
+        shape = tuple(int(sfft.next_fast_len(int(np.ceil((h - l) / cell)) + 1, real=True)) for l, h in zip(lo, hi))
+        return cls(lo, shape, cell)
+
+    def cell_centres(self, flat_index: np.ndarray) -> np.ndarray:
+        """Centres (N,3), Mpc, of cells given by flat C-order indices."""
+        ijk = np.stack(np.unravel_index(flat_index, self.shape), axis=1)
+        return self.origin + (ijk + 0.5) * self.cell
+
+
+def _cic_weights(lat: Lattice, xyz: np.ndarray):
+    """Flat indices (8, N) and weights (8, N) of the CIC cloud of each point (cell-centred convention)."""
+    u = (xyz - lat.origin) / lat.cell - 0.5
+    i0 = np.floor(u).astype(np.int64)
+    f = u - i0
+    shape = np.array(lat.shape)
+    idx, w = [], []
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                off = np.array([dx, dy, dz])
+                ii = np.clip(i0 + off, 0, shape - 1)
+                ww = np.prod(np.where(off == 1, f, 1 - f), axis=1)
+                idx.append(np.ravel_multi_index(ii.T, lat.shape))
+                w.append(ww)
+    return np.array(idx), np.array(w)
+
+
+def cic_assign(lat: Lattice, xyz: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Cloud-in-cell counts on the lattice (float64 array of lat.shape); each point contributes its weight."""
+    grid = np.zeros(int(np.prod(lat.shape)))
+    if len(xyz):
+        idx, w = _cic_weights(lat, np.asarray(xyz, np.float64))
+        if weights is not None:
+            w = w * np.asarray(weights)[None, :]
+        grid += np.bincount(idx.ravel(), weights=w.ravel(), minlength=grid.size)
+    return grid.reshape(lat.shape)
+
+
+def cic_interpolate(lat: Lattice, field: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Field values at points (N,3) Mpc by trilinear (CIC) interpolation."""
+    if len(xyz) == 0:
+        return np.zeros(0)
+    idx, w = _cic_weights(lat, np.asarray(xyz, np.float64))
+    return (field.ravel()[idx] * w).sum(0)
+
+
+def _kgrid(lat: Lattice):
+    kx, ky = (2 * np.pi * sfft.fftfreq(n, d=lat.cell) for n in lat.shape[:2])
+    kz = 2 * np.pi * sfft.rfftfreq(lat.shape[2], d=lat.cell)
+    return kx[:, None, None], ky[None, :, None], kz[None, None, :]
+
+
+def gaussian_smooth(lat: Lattice, field: np.ndarray, r_s: float) -> np.ndarray:
+    """Field convolved with a Gaussian of σ = r_s Mpc (FFT, zero padding assumed around the data)."""
+    kx, ky, kz = _kgrid(lat)
+    fk = sfft.rfftn(field, workers=-1)
+    fk *= np.exp(-0.5 * (kx**2 + ky**2 + kz**2) * r_s**2)
+    return sfft.irfftn(fk, s=lat.shape, workers=-1)
+
+
+def density_contrast(lat: Lattice, gal_xyz: np.ndarray, rand_xyz: np.ndarray, mean_density: float,
+                     random_density: float, r_s: float, window_min: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed δ on the lattice and the window W_r (fraction of the smoothing kernel inside the footprint)."""
+    rho_g = gaussian_smooth(lat, cic_assign(lat, gal_xyz), r_s)
+    rho_r = gaussian_smooth(lat, cic_assign(lat, rand_xyz), r_s)
+    h3 = lat.cell**3
+    window = rho_r / (random_density * h3)
+    ok = window >= window_min
+    delta = np.zeros(lat.shape)
+    delta[ok] = rho_g[ok] / (mean_density * h3 * window[ok]) - 1.0
+    return delta, window
+
+
+def tidal_tensor(lat: Lattice, delta: np.ndarray) -> list[np.ndarray]:
+    """The 6 components T_ij = ∂_i∂_j φ with ∇²φ = δ (order TENSOR_PAIRS), float32 arrays of lat.shape."""
+    kx, ky, kz = _kgrid(lat)
+    ks = (kx, ky, kz)
+    k2 = kx**2 + ky**2 + kz**2
+    k2[0, 0, 0] = 1.0
+    dk = sfft.rfftn(delta, workers=-1) / k2
+    dk[0, 0, 0] = 0.0
+    return [sfft.irfftn(dk * ks[a] * ks[b], s=lat.shape, workers=-1).astype(np.float32) for a, b in TENSOR_PAIRS]
+
+
+def tensor_at(lat: Lattice, tensor: list[np.ndarray], xyz: np.ndarray) -> np.ndarray:
+    """Symmetric tensors (N, 3, 3) interpolated (CIC) at points (N,3) Mpc."""
+    out = np.zeros((len(xyz), 3, 3))
+    if len(xyz) == 0:
+        return out
+    idx, w = _cic_weights(lat, np.asarray(xyz, np.float64))
+    for comp, (a, b) in zip(tensor, TENSOR_PAIRS):
+        v = (comp.ravel()[idx] * w).sum(0)
+        out[:, a, b] = out[:, b, a] = v
+    return out
+
+
+def tensor_cells(tensor: list[np.ndarray], flat_index: np.ndarray) -> np.ndarray:
+    """Symmetric tensors (N, 3, 3) at the cells of given flat indices."""
+    out = np.zeros((len(flat_index), 3, 3))
+    for comp, (a, b) in zip(tensor, TENSOR_PAIRS):
+        v = comp.ravel()[flat_index]
+        out[:, a, b] = out[:, b, a] = v
+    return out
+
+
+def eigenvalues(tensors: np.ndarray, chunk: int = 2_000_000) -> np.ndarray:
+    """Eigenvalues (N, 3) of symmetric tensors, sorted λ1 ≥ λ2 ≥ λ3 (dimensionless)."""
+    out = np.empty((len(tensors), 3))
+    for lo in range(0, len(tensors), chunk):
+        out[lo:lo + chunk] = np.linalg.eigvalsh(tensors[lo:lo + chunk])[:, ::-1]
+    return out
+
+
+def web_class(lam: np.ndarray, lambda_th: float) -> np.ndarray:
+    """Number of eigenvalues above λ_th: 0 void, 1 sheet, 2 filament, 3 knot (int8)."""
+    return (np.asarray(lam) > lambda_th).sum(axis=-1).astype(np.int8)
+
+
+def volume_fractions(classes: np.ndarray) -> dict[str, float]:
+    """Fraction of cells (or galaxies) in each class, keyed by class name."""
+    c = np.asarray(classes)
+    n = max(c.size, 1)
+    return {name: float((c == i).sum() / n) for i, name in enumerate(CLASS_NAMES)}

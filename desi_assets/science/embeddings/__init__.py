@@ -1,0 +1,1 @@
+"""Spectrum embeddings: a wavelength-aware transformer on native-grid patches, its training and evaluation."""

@@ -1,0 +1,190 @@
+"""Masked-reconstruction training of SpectrumTransformer and batch inference (embeddings, reconstruction χ²)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, reconstruction_loss, token_tensors
+from desi_assets.science.embeddings.tokens import Tokens
+
+
+@dataclass
+class TrainSettings:
+    """Training: epochs, spectra per batch, AdamW lr/weight decay, masked share of valid patches, early-stop patience
+    (epochs), a wall-clock cap (s), seed, device ('auto' = GPU when present) and torch threads (None = unchanged)."""
+
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    mask_ratio: float = 0.5
+    patience: int = 4
+    max_seconds: float = 180.0
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def resolved_device(self) -> torch.device:
+        """'auto' → cuda when available, else cpu."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class TrainResult:
+    """Best-val model (eval mode, CPU), history [(epoch, train loss, val loss)], best epoch (1-based), wall seconds."""
+
+    model: SpectrumTransformer
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    stopped_by_time: bool = False
+
+
+def random_patch_mask(valid: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """Hide about `ratio` of each row's valid patches (N, T) bool; at least one valid patch stays visible."""
+    score = torch.rand(valid.shape, generator=gen).to(valid.device)
+    score = torch.where(valid, score, torch.full_like(score, 2.0))
+    n_hide = (valid.sum(1, keepdim=True).float() * ratio).floor().clamp(max=(valid.sum(1, keepdim=True) - 1).float())
+    rank = score.argsort(1).argsort(1)
+    return valid & (rank < n_hide)
+
+
+def _masked_loss(model, b: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+    """Reconstruction loss over the good pixels of the hidden patches, encoder seeing the other valid patches."""
+    pred, _ = model(b["flux"], b["good"], b["wfeat"], b["valid"] & ~hidden)
+    m = b["good"] & hidden.unsqueeze(-1)
+    return reconstruction_loss(pred, b["flux"], b["ivar"], m)
+
+
+def _batch(t: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    out = {k: v[idx].to(device) for k, v in t.items() if k != "wfeat"}
+    wf = t["wfeat"]
+    out["wfeat"] = (wf if wf.ndim == 2 else wf[idx]).to(device)
+    return out
+
+
+def _only_ok(tok: Tokens) -> Tokens:
+    ok = tok.ok
+    sel = {k: getattr(tok, k)[ok] for k in ("flux", "ivar", "good", "valid", "norm", "refused")}
+    wave, inside = (tok.wave, tok.inside) if tok.wave.ndim == 2 else (tok.wave[ok], tok.inside[ok])
+    return Tokens(wave=wave, inside=inside, **sel)
+
+
+def train_embedder(train: Tokens, val: Tokens, arch: ArchConfig, settings: TrainSettings | None = None,
+                   progress: Callable[[int, float, float], None] | None = None) -> TrainResult:
+    """Train on the masked-reconstruction loss (normalised χ² per pixel); keep the epoch with the lowest val loss."""
+    s = settings or TrainSettings()
+    device = s.resolved_device()
+    old_threads = torch.get_num_threads()
+    if s.num_threads:
+        torch.set_num_threads(int(s.num_threads))
+    t0 = time.perf_counter()
+    try:
+        torch.manual_seed(s.seed)
+        model = SpectrumTransformer(arch).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        tt, tv = token_tensors(_only_ok(train), arch), token_tensors(_only_ok(val), arch)
+        gen = torch.Generator().manual_seed(s.seed)
+        val_hidden = random_patch_mask(tv["valid"], s.mask_ratio, torch.Generator().manual_seed(s.seed + 1))
+        n = tt["flux"].shape[0]
+        steps = s.epochs * -(-n // s.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(steps, 1), pct_start=0.1)
+        history, best, best_epoch, best_state, stale, by_time = [], np.inf, 0, None, 0, False
+        for epoch in range(1, s.epochs + 1):
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            tot, cnt = 0.0, 0
+            for i in range(0, n, s.batch_size):
+                idx = perm[i:i + s.batch_size]
+                b = _batch(tt, idx, device)
+                loss = _masked_loss(model, b, random_patch_mask(b["valid"], s.mask_ratio, gen))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                tot += float(loss.detach()) * len(idx)
+                cnt += len(idx)
+            val_loss = _eval_loss(model, tv, val_hidden, s.batch_size * 4, device)
+            history.append((epoch, tot / max(cnt, 1), val_loss))
+            if progress:
+                progress(epoch, tot / max(cnt, 1), val_loss)
+            if val_loss < best:
+                best, best_epoch, stale, best_state = val_loss, epoch, 0, copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= s.patience:
+                    break
+            if time.perf_counter() - t0 > s.max_seconds:
+                by_time = True
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.cpu().eval()
+    finally:
+        torch.set_num_threads(old_threads)
+    return TrainResult(model, history, best_epoch, time.perf_counter() - t0, by_time)
+
+
+@torch.no_grad()
+def _eval_loss(model, t, hidden, batch_size, device) -> float:
+    model.eval()
+    tot, cnt = 0.0, 0.0
+    n = t["flux"].shape[0]
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(n, i + batch_size))
+        b = _batch(t, idx, device)
+        h = hidden[idx].to(device)
+        pred, _ = model(b["flux"], b["good"], b["wfeat"], b["valid"] & ~h)
+        m = (b["good"] & h.unsqueeze(-1)).float()
+        tot += float((m * (b["flux"] - pred) ** 2 * b["ivar"]).sum())
+        cnt += float(m.sum())
+    return tot / max(cnt, 1.0)
+
+
+@torch.no_grad()
+def embed_tokens(model: SpectrumTransformer, tok: Tokens, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (N, width) float32, reduced χ² of the full reconstruction (N,)); refused rows get zeros and NaN.
+
+    Only rows with ``tok.ok`` carry an embedding: callers store those and report ``tok.reasons()`` for the rest.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    n, d = tok.flux.shape[0], model.cfg.width
+    vec = np.zeros((n, d), np.float32)
+    chi2 = np.full(n, np.nan)
+    ok = np.flatnonzero(tok.ok)
+    t = token_tensors(tok, model.cfg)
+    for i in range(0, ok.size, batch_size):
+        idx = torch.from_numpy(ok[i:i + batch_size])
+        b = _batch(t, idx, device)
+        pred, emb = model(b["flux"], b["good"], b["wfeat"], b["valid"])
+        m = b["good"].float()
+        r = (m * (b["flux"] - pred) ** 2 * b["ivar"]).sum((1, 2)) / m.sum((1, 2)).clamp_min(1.0)
+        vec[idx.numpy()] = emb.float().cpu().numpy()
+        chi2[idx.numpy()] = r.double().cpu().numpy()
+    return vec, chi2
+
+
+def embed_arms(model: SpectrumTransformer, arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+               block: int = 512, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings (N, width), reconstruction χ² (N,), refusal codes (N,)) of DESI per-arm (flux, ivar, mask) rows."""
+    from desi_assets.science.embeddings.tokens import tokenize_desi
+
+    n = next(iter(arms.values()))[0].shape[0]
+
+    def one(rows: slice):
+        tok = tokenize_desi({a: tuple(x[rows] for x in v) for a, v in arms.items()}, model.cfg.patch)
+        vec, chi2 = embed_tokens(model, tok, batch_size)
+        return vec, chi2, tok.refused
+
+    parts = [one(slice(s, min(n, s + block))) for s in range(0, max(n, 1), block)]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))

@@ -1,0 +1,91 @@
+"""cosmic_web asset (temporary lakehouse), an empty pixel, the neighbour re-request sensor, and the CLI."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from desi_assets.defs.cosmic_web.assets import cosmic_web
+from desi_assets.defs.cosmic_web.config import CosmicWebConfig
+from desi_assets.defs.cosmic_web.sensors import cosmic_web_neighbours_sensor
+from desi_assets.defs.ingest.assets import coadd_ingest
+from desi_assets.defs.partitions import coadds_partitions
+from desi_assets.defs.resources import make_resources
+from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets_tests.conftest import survey_keys
+
+
+@pytest.fixture
+def resources(small_survey, lakehouse_root):
+    return make_resources(lakehouse_root, str(small_survey)) | {"cosmic_web_config": CosmicWebConfig()}
+
+
+def test_cosmic_web_writes_one_row_per_target(small_survey, resources, lakehouse_root, instance):
+    keys = survey_keys(small_survey)[:2]
+    instance.add_dynamic_partitions(coadds_partitions.name, keys)
+    for k in keys:
+        dg.materialize([coadd_ingest], partition_key=k, resources=resources, instance=instance)
+    result = dg.materialize([cosmic_web], partition_key=keys[0], resources=resources, instance=instance)
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    lh = LakehouseResource(root=lakehouse_root)
+    rows, targets = lh.read("cosmic_web"), lh.read("targets", keys=[keys[0]])
+    assert rows["coadd_key"].unique().to_list() == [keys[0]] and rows.height == targets.height == meta["rows"].value
+    assert sorted(rows["targetid"].to_list()) == sorted(targets["targetid"].to_list())
+    gal = targets["spectype"].eq("GALAXY") & targets["zwarn"].eq(0)
+    assert int((rows["status"] == "not_galaxy").sum()) == int((~gal).sum())
+    assert meta["region_rows"].value > targets.height  # the buffer brought the neighbour pixel in
+    assert set(meta["volume_fractions"].value) == {"void", "sheet", "filament", "knot"}
+    assert "slice" in meta and meta["lambda_th"].value == CosmicWebConfig().lambda_th
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["cosmic_web_rows_complete"] and set(checks) == {
+        "cosmic_web_rows_complete", "cosmic_web_valid_redshifts", "cosmic_web_edge_fraction"}
+    ok = rows.filter(pl.col("status") == "ok")
+    assert ok["edge"].all()  # a 4-pixel mock is all edge at a 20 Mpc buffer
+    assert ok["d5_mpc"].drop_nulls().min() > 0
+
+
+def test_empty_pixel_writes_nothing_and_passes(resources, lakehouse_root, instance):
+    key = "main-dark-4000"  # registered, never ingested
+    instance.add_dynamic_partitions(coadds_partitions.name, [key])
+    from desi_assets.storage.tables import table_spec
+
+    LakehouseResource(root=lakehouse_root).append("targets", table_spec("targets").schema.empty_table())
+    result = dg.materialize([cosmic_web], partition_key=key, resources=resources, instance=instance)
+    assert result.get_asset_materialization_events()[0].materialization.metadata["rows"].value == 0
+
+
+def test_landed_pixel_re_requests_its_neighbours(small_survey, instance):
+    keys = survey_keys(small_survey)
+    far = "main-dark-5"  # on the other side of the sky
+    instance.add_dynamic_partitions(coadds_partitions.name, keys + [far])
+    res = {"cosmic_web_config": CosmicWebConfig()}
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
+    assert cosmic_web_neighbours_sensor(ctx).skip_reason
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=keys[0]))
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
+    out = cosmic_web_neighbours_sensor(ctx)
+    requested = [r.partition_key for r in out.run_requests]
+    assert requested[0] == keys[0] and set(requested) == set(keys)  # all 4 mock pixels lie within the buffer
+    assert far not in requested
+    # the cursor moves on: nothing new, nothing requested; a later landing triggers again
+    again = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    assert again.skip_reason
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=far))
+    last = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    assert [r.partition_key for r in last.run_requests] == [far]
+
+
+def test_cli_on_a_parquet_catalog_keeps_input_order(tmp_path):
+    from desi_assets.cli import main
+    from desi_assets.sources.mock.positions import PositionsMockConfig, write_positions_mock
+
+    cat, axes = write_positions_mock(tmp_path / "mock.parquet", PositionsMockConfig(radius_deg=3.0, zmin=0.05,
+                                                                                     zmax=0.12, density_mpc3=3e-3))
+    assert axes.exists()
+    out = tmp_path / "out.parquet"
+    assert main(["cosmic-web", "--catalog", str(cat), "--out", str(out), "--id-col", "targetid",
+                 "--tracer-zmin", "0.05", "--tracer-zmax", "0.12"]) == 0
+    src, got = pl.read_parquet(cat), pl.read_parquet(out)
+    assert got["targetid"].to_list() == src["targetid"].to_list()
+    assert {"d5_mpc", "d10_mpc", "sigma_5", "web_class", "dist_filament_mpc", "edge"} <= set(got.columns)
+    assert np.isfinite(got["d5_mpc"].drop_nulls().to_numpy()).all() and got["web_class"].drop_nulls().len() > 0

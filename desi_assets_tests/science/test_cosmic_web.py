@@ -1,0 +1,157 @@
+"""Cosmic-web science: kNN on a lattice, T-web on analytic fields, partitioned == global, bad input, filaments."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
+from desi_assets.science.cosmic_web import filaments as F
+from desi_assets.science.cosmic_web import tweb as T
+from desi_assets.science.cosmic_web.coords import C_KMS, comoving_distance, mean_direction, radecz_to_xyz
+from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
+
+
+def _plane_lattice(a=1.0, n=7, dist=1e5):
+    """A square n×n lattice of spacing a (Mpc) perpendicular to the line of sight at distance dist (Mpc)."""
+    i, j = np.meshgrid(np.arange(n) - n // 2, np.arange(n) - n // 2, indexing="ij")
+    return np.stack([i.ravel() * a, j.ravel() * a, np.full(i.size, dist)], axis=1)
+
+
+def test_knn_on_a_lattice_matches_hand_computed_distances():
+    a = 1.5
+    xyz = _plane_lattice(a)
+    z = np.full(len(xyz), 0.1)
+    centre = len(xyz) // 2
+    d = projected_knn(xyz[[centre]], z[[centre]], xyz, z, ks=(1, 4, 5, 8, 9, 10, 12, 13), self_index=[centre],
+                      r_start_mpc=1.0, r_max_mpc=30.0)[0]
+    # neighbours of a square-lattice site: 4 at a, 4 at √2a, 4 at 2a, 8 at √5a
+    want = a * np.array([1, 1, np.sqrt(2), np.sqrt(2), 2, 2, 2, np.sqrt(5)])
+    np.testing.assert_allclose(d, want, rtol=1e-6)
+    assert surface_density(5, d[[2]])[0] == pytest.approx(5 / (np.pi * 2 * a**2))  # D5 = √2 a
+
+
+def test_knn_velocity_slice_and_search_limit():
+    a = 1.0
+    xyz = _plane_lattice(a)
+    centre = len(xyz) // 2
+    z = np.full(len(xyz), 0.1)
+    # the 4 nearest sites (at a) are moved out of the ±1000 km/s slice (+1500 km/s); one at +900 km/s stays in
+    sep = np.linalg.norm(xyz[:, :2] - xyz[centre, :2], axis=1)
+    z2 = z.copy()
+    z2[np.isclose(sep, a)] += 1500 / C_KMS
+    z2[np.flatnonzero(np.isclose(sep, 2 * a))[0]] += 900 / C_KMS
+    d_all = projected_knn(xyz[[centre]], z[[centre]], xyz, z, ks=(5,), self_index=[centre])[0, 0]
+    d_cut = projected_knn(xyz[[centre]], z2[[centre]], xyz, z2, ks=(5,), self_index=[centre])[0, 0]
+    assert d_all == pytest.approx(np.sqrt(2) * a, rel=1e-6)
+    assert d_cut == pytest.approx(2 * a, rel=1e-6)  # 4 at √2a, then the 2a sites (one at +900 km/s counts)
+    # a search limit below the 5th distance gives NaN, never a wrong distance
+    assert np.isnan(projected_knn(xyz[[centre]], z[[centre]], xyz, z, ks=(5,), self_index=[centre],
+                                  r_start_mpc=0.5, r_max_mpc=1.2)[0, 0])
+
+
+def _lattice(n=64):
+    lat = T.Lattice(np.zeros(3), (n, n, n), 1.0)
+    x = (np.arange(n) + 0.5) - n / 2
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    return lat, X, Y, Z
+
+
+@pytest.mark.parametrize("shape, expected", [("plane", 1), ("cylinder", 2), ("sphere", 3), ("hole", 0)])
+def test_tweb_classifies_analytic_fields(shape, expected):
+    lat, X, Y, Z = _lattice()
+    s = 4.0
+    field = {"plane": 2.0 * np.cos(2 * np.pi * X / 32.0),
+             "cylinder": 3.0 * np.exp(-(X**2 + Y**2) / (2 * s**2)),
+             "sphere": 3.0 * np.exp(-(X**2 + Y**2 + Z**2) / (2 * s**2)),
+             "hole": -3.0 * np.exp(-(X**2 + Y**2 + Z**2) / (2 * s**2))}[shape]
+    tensor = T.tidal_tensor(lat, field - field.mean())
+    centre = np.array([[32.0, 32.0, 32.0]])  # X=Y=Z=0 lies between cells 31 and 32 (cell centres at i+0.5)
+    lam = T.eigenvalues(T.tensor_at(lat, tensor, centre))[0]
+    assert T.web_class(lam, 0.3) == expected
+    np.testing.assert_allclose(lam.sum(), np.interp(0, X[:, 0, 0], (field - field.mean())[:, 32, 32]), atol=0.05)
+    if shape == "sphere":
+        np.testing.assert_allclose(lam, lam.mean(), rtol=0.02)  # isotropic: λ = δ/3 each
+
+
+def test_point_segment_distance_and_exact_nearest_segment():
+    segs = np.array([[[0, 0, 0], [10, 0, 0]], [[0, 5, 0], [0, 5, 10]]], float)
+    pts = np.array([[5, 1, 0], [-3, 0, 4], [0, 5, 12], [20, 0, 0]], float)
+    np.testing.assert_allclose(F.distance_to_segments(pts, segs, k=1), [1.0, 5.0, 2.0, 10.0])
+    rng = np.random.default_rng(0)
+    many = rng.uniform(0, 50, (300, 2, 3))
+    p = rng.uniform(0, 50, (50, 3))
+    brute = F.point_segment_distance(p[:, None], many[None, :, 0], many[None, :, 1]).min(1)
+    np.testing.assert_allclose(F.distance_to_segments(p, many, k=2), brute)
+
+
+def test_mst_skeleton_recovers_a_line_of_points():
+    x = np.linspace(0, 100, 101)
+    pts = np.stack([x, np.zeros_like(x), np.zeros_like(x)], 1)
+    noise = np.random.default_rng(1).uniform(0, 100, (20, 3)) + [0, 40, 40]  # far away: cut by max_edge
+    segs = F.mst_skeleton(np.concatenate([pts, noise]), max_edge_mpc=3.0, prune=2)
+    assert len(segs) == 100 - 4  # 100 unit edges, two pruned at each end
+    assert F.distance_to_segments(np.array([[50.0, 2.0, 0.0]]), segs)[0] == pytest.approx(2.0)
+
+
+@pytest.fixture(scope="module")
+def mock():
+    from desi_assets.sources.mock.positions import PositionsMockConfig, make_positions_mock
+
+    return make_positions_mock(PositionsMockConfig(radius_deg=6.0, zmin=0.05, zmax=0.15, density_mpc3=3e-3,
+                                                   seed=3)).catalog
+
+
+def test_partitioned_equals_global_for_non_edge_galaxies(mock):
+    ra, dec, z = (mock[c].to_numpy() for c in ("ra", "dec", "z"))
+    base = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.15, buffer_mpc=16.0, smoothing_mpc=5.0, cell_mpc=4.0)
+    glob0 = cosmic_web(ra, dec, z, base)
+    fra, fdec = mean_direction(ra, dec)
+    params = replace(base, frame_ra_deg=fra, frame_dec_deg=fdec, mean_density_mpc3=glob0.mean_density_mpc3)
+    glob = cosmic_web(ra, dec, z, params).columns
+    part = cosmic_web_partitioned(ra, dec, z, params, nside=16)
+    inner = ~glob["edge"]
+    assert inner.sum() > 300 and np.array_equal(part["edge"], glob["edge"])
+    for col in ("d5_mpc", "d10_mpc", "sigma_5"):
+        np.testing.assert_array_equal(part[col][inner], glob[col][inner])
+    assert np.mean(part["web_class"][inner] == glob["web_class"][inner]) >= 0.99
+
+
+def test_bad_input_is_flagged_never_dropped():
+    rng = np.random.default_rng(2)
+    n = 400
+    ra, dec = rng.uniform(150, 152, n), rng.uniform(1, 3, n)
+    z = rng.uniform(0.06, 0.12, n)
+    z[0], z[1] = np.nan, -0.01
+    ids = np.arange(n)
+    ids[5] = ids[4]  # duplicate target
+    res = cosmic_web(ra, dec, z, CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.15), ids=ids)
+    c = res.columns
+    assert len(c["status"]) == n
+    assert list(c["status"][:2]) == ["invalid_redshift"] * 2 and np.isnan(c["d5_mpc"][:2]).all()
+    assert c["status"][5] == "duplicate" and c["d5_mpc"][5] == c["d5_mpc"][4]
+    assert res.n_tracers == n - 3
+    assert np.isfinite(c["d5_mpc"][6:]).mean() > 0.9
+
+
+def test_empty_catalog_and_single_galaxy():
+    p = CosmicWebParams()
+    empty = cosmic_web(np.zeros(0), np.zeros(0), np.zeros(0), p)
+    assert all(len(v) == 0 for v in empty.columns.values())
+    one = cosmic_web(np.array([150.0]), np.array([2.0]), np.array([0.2]), p).columns
+    assert np.isnan(one["d5_mpc"][0]) and one["edge"][0] and one["status"][0] == "ok"
+    assert cosmic_web_partitioned(np.zeros(0), np.zeros(0), np.zeros(0), p, nside=8)["d5_mpc"].size == 0
+
+
+def test_params_reject_a_buffer_below_two_smoothing_lengths():
+    with pytest.raises(ValueError, match="buffer_mpc"):
+        CosmicWebParams(smoothing_mpc=10.0, buffer_mpc=15.0)
+
+
+def test_coordinates_match_astropy():
+    from astropy.cosmology import Planck18
+
+    z = np.array([0.01, 0.1, 0.35])
+    np.testing.assert_allclose(comoving_distance(z), Planck18.comoving_distance(z).value, rtol=1e-5)
+    xyz = radecz_to_xyz(np.array([0.0, 90.0]), np.array([0.0, 0.0]), np.array([0.1, 0.1]))
+    np.testing.assert_allclose(xyz[:, :2], [[Planck18.comoving_distance(0.1).value, 0], [0, xyz[1, 1]]], atol=1e-6)

@@ -1,0 +1,164 @@
+"""SpectrumTransformer pieces against hand-computed values: tokens, masking, λ embedding, loss, robustness."""
+
+import numpy as np
+import pytest
+import torch
+
+from desi_assets.science.embeddings import evaluate as ev
+from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, load_model, reconstruction_loss, \
+    save_model
+from desi_assets.science.embeddings.tokens import REFUSALS, tokenize, tokenize_desi, wavelength_features
+from desi_assets.science.embeddings.train import embed_arms, embed_tokens, random_patch_mask
+from desi_assets.science.wavelength import ARMS
+
+ARCH = ArchConfig(patch=8, width=32, heads=4, encoder_layers=1, decoder_layers=1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SpectrumTransformer(ARCH).eval()
+
+
+def spectrum(wave: np.ndarray, z: float = 0.3, amp: float = 1.0) -> np.ndarray:
+    """A smooth continuum with two Gaussian emission lines at (1+z)·[3727, 5007] Å."""
+    f = 1.0 + 0.3 * np.sin(wave / 700.0)
+    for line in (3727.0, 5007.0):
+        f = f + amp * 3 * np.exp(-0.5 * ((wave - line * (1 + z)) / 4.0) ** 2)
+    return f
+
+
+def test_tokenize_validity_normalisation_and_padding():
+    wave = np.arange(10, dtype=float)
+    flux = np.array([[2.0, 4, 4, 4, 6, np.nan, np.nan, np.nan, 1, 1]])
+    ivar = np.ones_like(flux)
+    mask = np.zeros_like(flux, dtype=np.int32)
+    mask[0, 3] = 1
+    tok = tokenize([wave], [flux], [ivar], [mask], patch=4)
+    assert tok.flux.shape == (1, 3, 4)  # 10 pixels -> 3 patches, the last padded with 2 bad pixels
+    good = np.isfinite(flux[0]) & (mask[0] == 0)
+    assert tok.norm[0] == pytest.approx(np.median(np.abs(flux[0][good])))  # median of 2,4,4,6,1,1 = 3
+    assert tok.norm[0] == 3.0
+    # patch 0: 1 bad of 4 -> valid; patch 1: 3 bad -> invalid; patch 2: 2 good of 4 (2 padding) -> valid
+    assert tok.valid[0].tolist() == [True, False, True]
+    assert tok.flux[0, 0].tolist() == pytest.approx([2 / 3, 4 / 3, 4 / 3, 0.0])
+    assert tok.ivar[0, 0, 0] == pytest.approx(9.0)
+    assert tok.inside[2].tolist() == [True, True, False, False]
+
+
+def test_random_patch_mask_hides_share_of_valid_only():
+    valid = torch.tensor([[True] * 10 + [False] * 6, [True] + [False] * 15])
+    hidden = random_patch_mask(valid, 0.5, torch.Generator().manual_seed(0))
+    assert int(hidden[0].sum()) == 5 and not hidden[0, 10:].any()
+    assert int(hidden[1].sum()) == 0  # one valid patch stays visible
+
+
+def test_wavelength_features_hand_computed():
+    f = wavelength_features(np.array([0.0, 2.0]), n_freq=2, min_period_a=4.0, max_period_a=8.0)
+    # periods 4 and 8 Å: at λ = 2 Å phases π and π/2
+    np.testing.assert_allclose(f[0], [0, 0, 1, 1], atol=1e-12)
+    np.testing.assert_allclose(f[1], [0, 1, -1, 0], atol=1e-12)
+
+
+def test_loss_hand_computed():
+    pred = torch.tensor([[1.0, 2.0, 3.0]])
+    y = torch.tensor([[2.0, 2.0, 0.0]])
+    ivar = torch.tensor([[4.0, 1.0, 1.0]])
+    m = torch.tensor([[True, True, False]])
+    # (1·4 + 0·1) / 2
+    assert float(reconstruction_loss(pred, y, ivar, m)) == pytest.approx(2.0)
+
+
+def test_key_padding_mask_excludes_invalid_patches(model):
+    wave = 3600 + 0.8 * np.arange(64)
+    flux = spectrum(wave)[None]
+    ivar = np.full_like(flux, 100.0)
+    tok = tokenize([wave], [flux], [ivar], [None], ARCH.patch)
+    other = flux.copy()
+    other[0, 8:16] = np.nan  # patch 1 wholly bad: invalid, excluded from attention and from the mean
+    tok2 = tokenize([wave], [other], [ivar], [None], ARCH.patch)
+    assert not tok2.valid[0, 1]
+    junk = flux.copy()
+    junk[0, 8:16] = 1e6  # the same patch with garbage flux but also masked
+    mask = np.zeros_like(flux, dtype=np.int32)
+    mask[0, 8:16] = 1
+    tok3 = tokenize([wave], [junk], [ivar], [mask], ARCH.patch)
+    v2, _ = embed_tokens(model, tok2)
+    v3, _ = embed_tokens(model, tok3)
+    np.testing.assert_allclose(v2, v3, rtol=1e-4, atol=1e-5)  # bad pixels' values never reach the vector
+    v1, _ = embed_tokens(model, tok)
+    assert not np.allclose(v1, v2)
+
+
+def test_flux_scale_invariance(model):
+    arms = {}
+    rng = np.random.default_rng(1)
+    for a, arm in ARMS.items():
+        w = arm.wavelength()
+        f = spectrum(w)[None] + rng.normal(0, 0.05, (1, arm.npix))
+        arms[a] = (f.astype(np.float32), np.full((1, arm.npix), 400.0, np.float32), np.zeros((1, arm.npix), np.int32))
+    scaled = {a: (f * 1e3, i / 1e6, m) for a, (f, i, m) in arms.items()}
+    v1, c1, r1 = embed_arms(model, arms)
+    v2, c2, r2 = embed_arms(model, scaled)
+    assert r1[0] == r2[0] == 0
+    assert np.max(np.abs(v1 - v2)) / np.max(np.abs(v1)) < 1e-4
+    assert c2[0] == pytest.approx(c1[0], rel=1e-4)
+
+
+def test_grid_independence(model):
+    """The same spectrum on two grids (different start, patch boundaries shifted) gives nearly the same vector."""
+    g1 = 3600 + 0.8 * np.arange(4000)
+    g2 = 3603.7 + 0.8 * np.arange(3990)
+    ivar = lambda g: np.full((1, g.size), 100.0)  # noqa: E731
+    a1, = embed_tokens(model, tokenize([g1], [spectrum(g1)[None]], [ivar(g1)], [None], ARCH.patch))[:1]
+    a2, = embed_tokens(model, tokenize([g2], [spectrum(g2)[None]], [ivar(g2)], [None], ARCH.patch))[:1]
+    b, = embed_tokens(model, tokenize([g1], [spectrum(g1, z=0.9, amp=3)[None]], [ivar(g1)], [None], ARCH.patch))[:1]
+    same, diff = np.linalg.norm(a1 - a2), np.linalg.norm(a1 - b)
+    assert same < 0.35 * diff, (same, diff)  # random-init encoder: 0.29 measured; a grid-tied one ~1
+
+
+def test_bad_inputs_refused_or_finite(model):
+    n = 5
+    arms = {a: (np.ones((n, arm.npix), np.float32), np.ones((n, arm.npix), np.float32),
+                np.zeros((n, arm.npix), np.int32)) for a, arm in ARMS.items()}
+    arms["b"][2][0] = 1  # row 0: b arm all masked -> still embeds from r and z
+    arms["r"][0][1] = np.nan  # row 1: r arm NaN flux
+    for a in ARMS:  # row 2: everything NaN -> refused
+        arms[a][0][2] = np.nan
+        arms[a][1][3] = 0.0  # row 3: ivar 0 everywhere -> refused
+        arms[a][0][4] = 0.0  # row 4: zero flux -> no positive median -> refused
+    vec, chi2, refused = embed_arms(model, arms)
+    assert np.isfinite(vec).all()
+    assert refused.tolist() == [0, 0, 1, 1, 2]
+    assert np.isfinite(chi2[:2]).all()
+    # shorter than one patch: 3 pixels pad to one patch that is mostly padding -> refused with a reason
+    tok = tokenize([np.arange(3.0)], [np.ones((1, 3))], [np.ones((1, 3))], [None], ARCH.patch)
+    assert tok.refused[0] == 3 and "patch" in tok.reasons()[0]
+    # another survey's grid: SDSS log-linear 3800-9200 Å, 1e-4 dex pixels
+    sdss = 10 ** (3.5798 + 1e-4 * np.arange(3840))
+    v, c = embed_tokens(model, tokenize([sdss], [spectrum(sdss)[None]], [np.full((1, sdss.size), 25.0)], [None],
+                                        ARCH.patch))
+    assert np.isfinite(v).all() and np.isfinite(c).all()
+    assert set(REFUSALS) >= {0, 1, 2, 3}
+
+
+def test_cls_pooling_and_save_load(tmp_path):
+    torch.manual_seed(1)
+    m = SpectrumTransformer(ArchConfig(**{**ARCH.__dict__, "pooling": "cls"})).eval()
+    wave = 3600 + 0.8 * np.arange(64)
+    tok = tokenize([wave], [spectrum(wave)[None]], [np.ones((1, 64))], [None], 8)
+    v, _ = embed_tokens(m, tok)
+    version = save_model(m, tmp_path / "m.pt", {"training_set_version": 3})
+    m2, meta = load_model(tmp_path / "m.pt")
+    assert meta["version"] == version and meta["arch"]["pooling"] == "cls"
+    np.testing.assert_allclose(embed_tokens(m2, tok)[0], v, rtol=1e-5)
+
+
+def test_metrics_hand_computed():
+    assert ev.nmad(np.array([0.0, 0.01, -0.01, 0.02, 0.0])) == pytest.approx(1.4826 * 0.01)
+    assert ev.outlier_rate(np.array([0.0, 0.2, -0.16, 0.1])) == 0.5
+    s = ev.class_scores(np.array(["GALAXY", "GALAXY", "QSO", "STAR"]), np.array(["GALAXY", "QSO", "QSO", "STAR"]))
+    assert s["accuracy"] == 0.75 and s["recall_GALAXY"] == 0.5 and s["balanced_accuracy"] == pytest.approx(5 / 6)
+    x = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    lab = np.array(["GALAXY"] * 3 + ["STAR"] * 3)
+    assert ev.neighbour_purity(x, lab, np.zeros(6), k=2)["purity"] == 1.0
