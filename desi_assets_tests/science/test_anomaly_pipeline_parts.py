@@ -108,3 +108,9 @@ def test_injection_reports_use_the_given_thresholds_and_summarise():
     assert reps["score"]["bal"]["recovery"] == 1.0 and reps["score_local"]["bal"]["recovery"] == 0.0
     assert reps["score_noise_aware"]["bal"]["recovery"] == pytest.approx(float((inj["score_noise_aware"] > 0.5).mean()))
     assert recovery.summarise(reps["score"])["bal"]["recovery"] == 1.0
+
+
+def test_run_injection_with_no_hosts_gives_no_trials():
+    empty = np.zeros((0, 0), np.float32)  # what an empty list column reads back as
+    trials = recovery.run_injection(empty, empty, np.zeros(0), np.array([], str), BigAE().eval(), 3, 0, empty)
+    assert trials.height == 0 and set(recovery.SCORE_COLUMNS) <= set(trials.columns)

@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 
 from desi_assets.science.anomaly import scoring
-from desi_assets.science.anomaly.bigae import N_BINS
 from desi_assets.science.anomaly.local import LocalCalibration, ModelError
 from desi_assets.storage.arrays import to_numpy_2d  # list columns -> (N, M) arrays (pure numpy/pyarrow)
 
@@ -46,9 +45,8 @@ def resolve_thresholds(seed: float, noise_aware: float | None, local: float | No
 def score_frame(rows: pl.DataFrame, model, version: str, thr: Thresholds,
                 local_model: LocalModel | None = None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """Anomaly-score rows for preprocessed rows joined with spectype/z; also the reconstructions and the flux."""
-    n_bins = int(getattr(model, "n_bins", N_BINS))
-    flux, ivar = (to_numpy_2d(rows[c]).reshape(rows.height, n_bins) for c in ("flux", "ivar"))
-    masked = to_numpy_2d(rows["masked_frac"]).reshape(rows.height, n_bins) if "masked_frac" in rows.columns else None
+    flux, ivar = to_numpy_2d(rows["flux"]), to_numpy_2d(rows["ivar"])
+    masked = to_numpy_2d(rows["masked_frac"]) if "masked_frac" in rows.columns else None
     z = rows["z"].fill_null(np.nan).to_numpy()
     spectype = rows["spectype"].fill_null("").to_numpy()
     scored = scoring.score_with_model(model, flux, ivar, masked, z, spectype, *(local_model or ()))
@@ -66,7 +64,7 @@ def score_frame(rows: pl.DataFrame, model, version: str, thr: Thresholds,
         local_width_bins=pl.Series(loc.width_bins, dtype=pl.Int32), arm_step_sigma=loc.step_sigma,
         is_anomaly_local=scoring.is_anomaly(scored.score_local, thr.local),
         highz_signature=hz, model_version=pl.lit(version))
-    return out, scored.recon, flux
+    return out, scored.recon, flux.reshape(scored.recon.shape)
 
 
 def anomaly_counts(scored: pl.DataFrame) -> dict:

@@ -24,6 +24,8 @@ def run_injection(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, spectype: n
     """
     rng = np.random.default_rng(seed)
     wave = binned_wavelength()
+    if len(flux) == 0:  # no hosts (a list column read back as (0, 0)): no trials
+        flux = ivar = masked_frac = np.zeros((0, wave.size), np.float32)
     masked = np.zeros(flux.shape, np.float32) if masked_frac is None else np.asarray(masked_frac)
 
     def scores(rows: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:

@@ -132,6 +132,10 @@ def score_with_model(model, flux: np.ndarray, ivar: np.ndarray, masked_frac: np.
     Works in blocks of ``_CHUNK`` rows.
     """
     n = np.shape(flux)[0]
+    if n == 0:  # an empty batch (e.g. a list column read back as (0, 0)) scores to empty columns
+        width = int(getattr(model, "n_bins", 496))
+        flux, ivar = np.zeros((0, width), np.float32), np.zeros((0, width), np.float32)
+        masked_frac = None if masked_frac is None else np.zeros((0, width), np.float32)
     types = np.full(n, "") if spectype is None else np.asarray(spectype)
     use_model_error = model_error is not None and bool(model_error.variance) and z is not None
     calibration = calibration or LocalCalibration()

@@ -62,7 +62,7 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 
 def cross_validate(x: np.ndarray, labels: np.ndarray, z: np.ndarray, folds: int = 5, seed: int = 0,
-                   mlp_hidden: tuple[int, ...] = (64,), mlp_iter: int = 150) -> list[FoldResult]:
+                   mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300) -> list[FoldResult]:
     """k-fold predictions on frozen vectors x (N, D): logistic-regression class, 10-NN class, MLP log(1+z)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -74,7 +74,7 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, z: np.ndarray, folds: int 
         train = np.setdiff1d(np.arange(len(x)), test)
         sc = StandardScaler().fit(x[train])
         xtr, xte = sc.transform(x[train]), sc.transform(x[test])
-        probe = LogisticRegression(max_iter=500, C=1.0).fit(xtr, labels[train])
+        probe = LogisticRegression(max_iter=1000, C=1.0).fit(xtr, labels[train])
         knn = KNeighborsClassifier(10).fit(xtr, labels[train])
         mlp = MLPRegressor(hidden_layer_sizes=mlp_hidden, max_iter=mlp_iter, early_stopping=True, random_state=seed,
                            learning_rate_init=1e-3, alpha=1e-4).fit(xtr, np.log1p(z[train]))

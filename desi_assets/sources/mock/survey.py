@@ -222,7 +222,7 @@ def _interp_rows(rest_wave_log: np.ndarray, spec: np.ndarray, wave_obs: np.ndarr
 
 
 #: Fraction of the star-forming (blue) galaxies of a tracer that are young starbursts.
-STARBURST_FRACTION = {"BGS": 0.12, "ELG": 0.2, "LRG": 0.0}
+STARBURST_FRACTION = {"BGS": 0.2, "ELG": 0.2, "LRG": 0.0}
 
 
 def _galaxy_params(rng, tracer, z):
@@ -282,8 +282,13 @@ def _simulate_galaxies(rng, tracer, z, wave):
     sfr = mass * props["sfr_per_msun"]
     # nebular lines (intrinsic Hα from SFR, Kennicutt & Evans 2012), attenuated with A_V/0.44
     boost = {"ELG": 2.5, "BGS": 1.0, "LRG": 0.4}[tracer]
-    lha = sfr * 10**41.27 * boost
+    # young, metal-poor bursts emit more ionising photons per unit SFR than Kennicutt's 100-Myr calibration
+    # assumes, and have high-excitation [OIII]/Hβ
+    lha = sfr * 10**41.27 * boost * np.where(p["burst"], 1.5, 1.0)
     ratios = G.draw_line_ratios(rng, n)
+    hi_ex = np.where(p["burst"], 10 ** rng.uniform(0.1, 0.5, n), 1.0)
+    for name in ("oiii_5007", "oiii_4959", "neiii_3869"):
+        ratios[:, G.LINE_NAMES.index(name)] *= hi_ex
     a_gas = p["av"][:, None] / 0.44 * G.calzetti_k(G.LINE_WAVES)[None, :] / 4.05
     lflux = (lha / (4 * np.pi * dl**2) / 1e-17)[:, None] * ratios * 10 ** (-0.4 * a_gas)
     centers = G.LINE_WAVES[None, :] * (1 + z[:, None])
