@@ -366,8 +366,8 @@ def main(argv=None) -> int:
     inside = fr[3][0] <= fm_[0] <= fr[3][1]
     row(f"Lyα forest F/continuum (z̄ real {fr[2]:.2f}, mock {fm_[2]:.2f})", fr[0], fm_[0], fr[1],
         verdict="within the real's 95% bootstrap interval" if inside else None)
-    print(f"{'':<4}real 95% bootstrap interval {fr[3][0]:.2f}–{fr[3][1]:.2f} from {fr[1]} QSOs; mock {fm_[3][0]:.2f}–"
-          f"{fm_[3][1]:.2f} from {fm_[1]}; FG08 τ_eff at z̄ gives {np.exp(-0.0018 * (1 + fm_[2]) ** 3.92):.2f} "
+    print(f"{'':<4}real 95% bootstrap interval {fr[3][0]:.2f}–{fr[3][1]:.2f} from {fr[1]} QSOs; "
+          f"mock {fm_[3][0]:.2f}–{fm_[3][1]:.2f} from {fm_[1]}; FG08 τ_eff at z̄ gives {np.exp(-0.0018 * (1 + fm_[2]) ** 3.92):.2f} "
           "before the EUV continuum break")
     zc = fits.getdata(REAL / "catalogs" / "QSO_cat_fuji_dark_healpix.fits.gz")["Z"]
     zq = truth.filter(normal & (pl.col("tracer") == "QSO"))["z"].to_numpy()

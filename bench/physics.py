@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 def main() -> None:
     from desi_assets.defs.physics.config import PhysicsConfig
     from desi_assets.science.physics import indices as ix
-    from desi_assets.science.physics.catalog import make_batch, select_fits
+    from desi_assets.science.physics.catalog import make_batch, row_status, select_fits
     from desi_assets.science.physics.fit import FitPool
     from desi_assets.science.physics.spectra import combine_arms
     from desi_assets.sources.archives import LocalArchive
@@ -55,9 +55,10 @@ def main() -> None:
                      {k: v.mask for k, v in a.items()})
     t_merge = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ix.measure_indices(b.wave, b.flux, b.ivar, np.where(np.isfinite(b.z), b.z, np.nan))
+    elig = row_status(b, cfg.z_range) == ""  # as the asset: GALAXY, ZWARN = 0, z in range; others skipped
+    ix.measure_indices(b.wave, b.flux, b.ivar, np.where(elig, b.z, np.nan))
     t_idx = time.perf_counter() - t0
-    print(f"indices: {n} spectra, {n / t_idx:,.0f} spectra/s (all {len(ix.INDEX_NAMES)} indices with errors); "
+    print(f"indices: {n} spectra ({int(elig.sum())} galaxies measured), {n / t_idx:,.0f} spectra/s (all {len(ix.INDEX_NAMES)} indices with errors); "
           f"with the arm merge {n / (t_idx + t_merge):,.0f} spectra/s")
     # --- pPXF
     st, snr, todo = select_fits(b, cfg.z_range, cfg.snr_min, args.fits)

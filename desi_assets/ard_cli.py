@@ -42,6 +42,7 @@ def add_release(p: argparse.ArgumentParser) -> None:
     """Arguments of `release`."""
     p.add_argument("name", help="release name, e.g. dr1-v1")
     p.add_argument("--replace", action="store_true", help="move an existing release of that name")
+    p.add_argument("--no-checks", action="store_true", help="skip the catalog gates (manifest records 'not run')")
     _common(p, release=False)
 
 
@@ -124,7 +125,7 @@ def run_release(args: argparse.Namespace, say: Callable[[str], None] = print) ->
 
     try:
         m, made = make_release(LakehouseResource(root=args.lakehouse or default_root()), args.name,
-                               replace=args.replace)
+                               replace=args.replace, run_checks=not args.no_checks)
     except (ReleaseError, ValueError) as exc:
         say(f"release: {exc}")
         return 1

@@ -79,7 +79,8 @@ def quenching_diagram(dn4000: np.ndarray, hdelta_a: np.ndarray, color: np.ndarra
     """HδA (Å) against Dn4000: the quenching plane (Kauffmann+03); optional colour coding."""
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
-    sc = ax.scatter(dn4000, hdelta_a, c=color if color is not None else "k", s=6, cmap="coolwarm", alpha=0.7)
+    sc = ax.scatter(dn4000, hdelta_a, s=6, alpha=0.7, **({"c": color, "cmap": "coolwarm"} if color is not None
+                                                        else {"color": "k"}))
     if color is not None:
         fig.colorbar(sc, ax=ax, label=color_label)
     ax.set_xlabel("Dn4000")

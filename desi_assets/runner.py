@@ -28,6 +28,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from desi_assets.defs.partitions import coadds_partitions
 from desi_assets.sources.keys import parse_key
+from desi_assets.storage.lakehouse import local_state_dir
 
 DAGSTER_YAML = """telemetry:
   enabled: false
@@ -44,7 +45,7 @@ KILL_WAIT_S = 10.0
 
 def ensure_dagster_home(lakehouse_root: str) -> Path:
     """Point DAGSTER_HOME at {lakehouse}/.dagster (unless set) with telemetry and the NUX off."""
-    home = Path(os.environ.get("DAGSTER_HOME") or Path(lakehouse_root) / ".dagster").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or local_state_dir(lakehouse_root) / ".dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
@@ -172,6 +173,8 @@ def outcome_of(result: dg.ExecuteInProcessResult, keys: Sequence[str],
         meta = ev.step_materialization_data.materialization.metadata
         assets.add(ev.asset_key)
         rows, n_parts = _meta_number(meta, "rows"), _meta_number(meta, "partitions")
+        if rows is None:  # an asset over a partition range that reports its batch, not each partition
+            rows, n_parts = _meta_number(meta, "batch_rows"), _meta_number(meta, "batch_partitions")
         if ev.partition is None or (n_parts or 0) > 1:
             batch_rows = max(batch_rows, int(rows or 0))
         elif rows is not None:

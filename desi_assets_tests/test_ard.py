@@ -128,7 +128,7 @@ def test_cli_query_spectrum_release_export(root, tmp_path, capsys):
     assert "b: 2751 px" in capsys.readouterr().out and (tmp_path / "s.png").exists()
     assert main(["spectrum", "12", "--lakehouse", root]) == 1
     assert "unknown TARGETID 12" in capsys.readouterr().out
-    assert main(["release", "t-1", "--lakehouse", root]) == 0
+    assert main(["release", "t-1", "--no-checks", "--lakehouse", root]) == 0
     assert main(["export", "--release", "t-1", "--format", "fits", "--columns", "targetid,ra", "--where",
                  "z > 0.3", "--out", str(tmp_path / "e.fits"), "--lakehouse", root]) == 0
     assert main(["export", "--release", "none", "--out", str(tmp_path / "e.fits"), "--lakehouse", root]) == 1

@@ -1,7 +1,7 @@
 """Green Pea hunters: one compact strong-[OIII] emitter, its 50 nearest spectra, their [OIII] EW and HδA.
 
 Reports how many of the mock's extreme line emitters (truth anomaly_class = extreme_emitter) come back in the top 50.
-Run: python examples/green_pea_neighbours.py [--lakehouse lakehouse] [--out examples/figures]
+Run: python -m examples.green_pea_neighbours [--lakehouse lakehouse] [--out examples/figures]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main(lakehouse: str | None = None, out: str = "examples/figures", k: int = 5
         return {"skipped": "no emitter"}
     tid = int(seed["targetid"][0])
     print(f"seed: TARGETID {tid}, z = {seed['z'][0]:.3f}, EW[OIII]5007 = {seed['ew_oiii_5007'][0]:.0f} Å")
+    ard.plot_spectrum(tid, show_model=True, path=out_path(out, "green_pea_seed.png"), db=db)
     try:
         nb = db.find_similar(targetid=tid, k=k)
     except ard.ArdError as exc:
@@ -46,7 +47,6 @@ def main(lakehouse: str | None = None, out: str = "examples/figures", k: int = 5
         print("no mock truth next to this lakehouse: recovery of extreme emitters not scored")
     if nb.drop_nulls(["dn4000", "hdelta_a"]).height:
         ard.quenching_diagram(nb, path=out_path(out, "green_pea_neighbours.png"), color="ew_oiii_5007")
-    ard.plot_spectrum(tid, show_model=True, path=out_path(out, "green_pea_seed.png"), db=db)
     return result
 
 

@@ -1,6 +1,6 @@
 """Green valley, nature against nurture: the Dn4000 green valley split by web_class, compared in age or HδA.
 
-Run: python examples/green_valley_environment.py [--lakehouse lakehouse] [--out examples/figures]
+Run: python -m examples.green_valley_environment [--lakehouse lakehouse] [--out examples/figures]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Red mis-fits: objects whose stellar-population model disagrees with their indices (old by Dn4000, young by model).
 
 Without stellar_populations, the index-against-lines tension is used instead: red by Dn4000 yet with strong Hα or
-[OIII] emission. Run: python examples/red_misfits.py [--lakehouse lakehouse] [--out examples/figures]
+[OIII] emission. Run: python -m examples.red_misfits [--lakehouse lakehouse] [--out examples/figures]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One-off script (the product never reads ../shared): for each real spectrum with data, the per-pixel
 noise σ = 1/√ivar (1e-17 erg/s/cm²/Å). The *shape* per arm is the median over all spectra of σ divided
-by that spectrum's own arm median (45 spectra: QSO, galaxy and fibre-cut files); the *level* per arm
+by that spectrum's own arm median (41 spectra with data: QSO, galaxy and fibre-cut files); the *level* per arm
 is the median over the dark-time spectra whose FIBERMAP gives COADD_EXPTIME, of σ·√(t/1000 s).
 σ_cont is the running 20th percentile of the curve over 61 pixels (the noise between sky lines);
 σ² − σ_cont² is the sky-line excess the mock uses for sky-subtraction residuals.

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from desi_assets.sources.archives import HttpArchive, LocalArchive, MockArchive, SpectraArchive
-from desi_assets.storage.lakehouse import LakehouseResource, default_root
+from desi_assets.storage.lakehouse import LakehouseResource, default_root, local_state_dir
 
 
 def make_archive(spec: str | None, lakehouse_root: str) -> SpectraArchive:
@@ -14,9 +12,9 @@ def make_archive(spec: str | None, lakehouse_root: str) -> SpectraArchive:
     spec = spec or os.environ.get("DESI_ARD_ARCHIVE", "mock")
     if spec == "mock" or spec.startswith("mock:"):
         n = int(spec.split(":", 1)[1]) if ":" in spec else 12
-        return MockArchive(root=str(Path(lakehouse_root.removeprefix("file://")) / "archive"), n_pixels=n)
+        return MockArchive(root=str(local_state_dir(lakehouse_root) / "archive"), n_pixels=n)
     if spec.startswith(("http://", "https://")):
-        return HttpArchive(base_url=spec, cache_dir=str(Path(lakehouse_root.removeprefix("file://")) / "cache"))
+        return HttpArchive(base_url=spec, cache_dir=str(local_state_dir(lakehouse_root) / "cache"))
     return LocalArchive(root=spec)
 
 

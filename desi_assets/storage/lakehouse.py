@@ -20,6 +20,17 @@ from desi_assets.storage.tables import table_spec
 _PATH_CHARS = re.compile(r"[A-Za-z0-9/._~+@,=:()!$&'*;-]*")
 
 
+#: Local directory for models, plots, archives and the Dagster instance when the lakehouse root is remote.
+REMOTE_ARTIFACTS_DIR = ".desi-ard-artifacts"
+
+
+def local_state_dir(root: str) -> Path:
+    """Local directory for a root's non-Delta state: the root itself if local, else ./.desi-ard-artifacts."""
+    if "://" in root and not root.startswith("file://"):
+        return Path(REMOTE_ARTIFACTS_DIR).resolve()
+    return Path(root.removeprefix("file://")).resolve()
+
+
 def default_root() -> str:
     """Lakehouse root when none is configured: $DESI_ARD_LAKEHOUSE (read at call time), else ./lakehouse."""
     return os.environ.get("DESI_ARD_LAKEHOUSE", "lakehouse")
@@ -69,8 +80,7 @@ class LakehouseResource(ConfigurableResource):
 
     def artifact_dir(self, kind: str) -> Path:
         """Local directory for artifacts of a kind (plots, models), created on demand."""
-        base = Path(self.artifacts_dir) if self.artifacts_dir else (
-            self._local_root() if self.is_local else Path(".desi-ard-artifacts"))
+        base = Path(self.artifacts_dir) if self.artifacts_dir else local_state_dir(self.root)
         path = base / kind
         path.mkdir(parents=True, exist_ok=True)
         return path

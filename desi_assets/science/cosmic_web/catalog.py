@@ -202,7 +202,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
         n_rand = len(rand)
         gal = xyz[tr_idx] @ rot.T
         pad = 3 * params.smoothing_mpc + 2 * params.cell_mpc
-        lat = T.Lattice.around(np.concatenate([gal, rand, xyz[work] @ rot.T]), params.cell_mpc, pad)
+        lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, pad)
         delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3, params.smoothing_mpc,
                                            params.window_min)
         tensor = T.tidal_tensor(lat, delta)
@@ -213,7 +213,8 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
         fractions = T.volume_fractions(cell_class.ravel()[cells])
         q = xyz[work] @ rot.T
         lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
-        inside = T.cic_interpolate(lat, window, q) >= params.window_min
+        in_box = np.all((q > lat.origin + lat.cell) & (q < lat.origin + (np.array(lat.shape) - 1) * lat.cell), axis=1)
+        inside = in_box & (T.cic_interpolate(lat, window, q) >= params.window_min)
         cols["delta"][work] = np.where(inside, T.cic_interpolate(lat, delta, q), np.nan)
         for i in range(3):
             cols[f"lambda{i + 1}"][work] = np.where(inside, lam[:, i], np.nan)

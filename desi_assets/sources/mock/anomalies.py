@@ -5,8 +5,8 @@ extreme_emitter, broad_line_galaxy); mislabeled_highz_qso only changes the redro
 instrumental ones act on the observed arrays after noise (calibration_jump,
 dead_segment, cosmic_ray). Amplitude units: bal — maximum trough depth (0.1–0.9);
 extreme_emitter — rest [OIII]5007 EW added (Å, 300–1500; ordinary
-galaxies stop at galaxies.EW_MAX_NORMAL, 150 Å, and truth `ew_oiii_5007` holds the total); calibration_jump — fractional
-scale change of one arm (0.05–0.30, sign in truth `anomaly_detail`); dead_segment —
+galaxies stop at galaxies.EW_MAX_NORMAL, 150 Å, and truth `ew_oiii_5007` holds the total);
+calibration_jump — fractional scale change of one arm (0.05–0.30, sign in truth `anomaly_detail`); dead_segment —
 width (Å, 20–300); cosmic_ray — spike height in σ (5–50); broad_line_galaxy — broad
 Balmer FWHM (km/s, 2000–6000); mislabeled_highz_qso — z_true − z_redrock.
 """

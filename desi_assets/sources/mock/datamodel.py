@@ -276,7 +276,7 @@ ZWARN_SMALL_DELTA_CHI2 = 1 << 2
 
 
 def redrock_snr2(arms: dict, noiseless: dict) -> np.ndarray:
-    """S/N² per spectrum over all arms, Σ model²·ivar (features count twice: + Σ (model − 81-px mean)²·ivar)."""
+    """S/N² per spectrum over all arms: Σ model²·ivar + Σ (model − 81-px mean)²·ivar (features count twice)."""
     tot = 0.0
     for arm, a in arms.items():
         m = np.asarray(noiseless[arm], dtype=np.float32)
@@ -300,7 +300,8 @@ def make_redshifts(rng, targetid, z, spectype, subtype, tracer, arms, anom_cls, 
                                                                               rng.uniform(3, 30, n)))
     zerr = zerr_kms / 299792.458 * (1 + np.nan_to_num(z)) * (1 + 3 / (1 + snr))
     zrr = z + rng.normal(size=n) * zerr
-    dchi2 = DCHI2_PER_SNR2 * redrock_snr2(arms, noiseless) * rng.lognormal(0, DCHI2_SCATTER, n) + rng.exponential(4.0, n)
+    dchi2 = (DCHI2_PER_SNR2 * redrock_snr2(arms, noiseless) * rng.lognormal(0, DCHI2_SCATTER, n)
+             + rng.exponential(4.0, n))
     zwarn = np.zeros(n, dtype=np.int64)
     status = np.full(n, "ok", dtype=object)
     normal = np.array([c is None for c in anom_cls])

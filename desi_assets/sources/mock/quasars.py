@@ -46,7 +46,7 @@ def tau_eff(z: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _amplitude_table() -> tuple[np.ndarray, np.ndarray]:
-    """τ_eff grid and the lognormal amplitude A with ⟨exp(−A·e^{sg−s²/2})⟩ = exp(−τ_eff) (Gauss–Hermite)."""
+    """τ_eff grid and lognormal amplitudes A with ⟨exp(−A·e^{sg−s²/2})⟩ = exp(−τ_eff) (Gauss–Hermite)."""
     x, w = np.polynomial.hermite_e.hermegauss(60)
     w = w / w.sum()
     y = np.exp(_S_LOGN * x - 0.5 * _S_LOGN**2)

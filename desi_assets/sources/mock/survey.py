@@ -3,7 +3,8 @@
 Per pixel: tracer counts (program mix), positions drawn from the cosmic-web pool with the
 tracer's n(z) imposed, anomaly hosts, noiseless observed-frame models (BC03 galaxies,
 power-law QSOs, Planck+lines stars) scaled to a magnitude and the fibre aperture, then per
-arm: resolution matrix, sky + read noise, masks, instrumental anomalies, redrock rows.
+arm: resolution matrix, measured DESI noise and sky-line residuals, masks, instrumental anomalies,
+redrock rows whose DELTACHI2/ZWARN follow S/N; then bad fibres (no data) inserted in every file.
 Truth line fluxes are the in-fibre, dust-attenuated observed fluxes (1e-17 erg/s/cm²);
 logmass is the total surviving stellar mass (log M☉), sfr the 100-Myr mean (M☉/yr).
 """
