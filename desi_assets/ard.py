@@ -258,8 +258,25 @@ class Ard:
         hit = files.filter((pl.col("hpxgroup") == loc["hpxgroup"]) & (pl.col("lo") <= loc["coadd_key"])
                            & (pl.col("hi") >= loc["coadd_key"]))
         base = self._delta(table).table_uri.rstrip("/")
+        list_cols = set(REGISTRY[table].list_columns())
         paths = [p if "://" in p or p.startswith("/") else f"{base}/{p}" for p in hit["path"]]
         if not paths:
+            return None
+        if self.lakehouse.is_local:  # pyarrow decodes a filtered list-column row group ~8x faster than Polars
+            import pyarrow.parquet as pq
+
+            for path in paths:  # read only the row group holding the row (files with several row groups)
+                f = pq.ParquetFile(path.removeprefix("file://"))
+                keys = f.read(columns=["targetid", "coadd_key"])
+                hit = np.flatnonzero((keys.column("targetid").to_numpy() == targetid)
+                                     & (keys.column("coadd_key").to_numpy(zero_copy_only=False) == loc["coadd_key"]))
+                if hit.size == 0:
+                    continue
+                starts = np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
+                rg = int(np.searchsorted(starts, hit[0], "right") - 1)
+                t = f.read_row_group(rg, columns=list(columns)).slice(int(hit[0] - starts[rg]), 1)
+                return {c: t.column(c)[0].values.to_numpy(zero_copy_only=False) if c in list_cols else
+                        t.column(c)[0].as_py() for c in columns}
             return None
         df = (pl.scan_parquet(paths, hive_partitioning=False, storage_options=self.lakehouse._so())
               .filter((pl.col("targetid") == targetid) & (pl.col("coadd_key") == loc["coadd_key"]))

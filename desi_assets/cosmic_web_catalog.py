@@ -164,7 +164,7 @@ def neighbour_keys(landed: list[str], known: list[str], params: CosmicWebParams)
 
 
 def partition_summary(rows: pl.DataFrame, res) -> dict:
-    """Key statistics of a run's rows: galaxies, class fractions (volume and galaxies), Σ5 percentiles, edge fraction."""
+    """Key statistics of a run's rows: galaxies, class fractions (volume, galaxies), Σ5 percentiles, edge fraction."""
     gal = rows.filter(pl.col("status") != STATUS_NOT_GALAXY)
     cls = gal["web_class"].drop_nulls().to_numpy()
     s5 = gal["sigma_5"].drop_nulls().drop_nans().to_numpy()

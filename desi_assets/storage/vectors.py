@@ -334,6 +334,8 @@ def bigae_latents(lakehouse, keys: Sequence[str] | None, cat: pl.DataFrame) -> n
     from desi_assets.science.anomaly.bigae import load_model
     from desi_assets.storage.arrays import to_numpy_2d
 
+    if cat.height == 0:
+        return None
     try:
         path = lakehouse.current_model("anomaly_model")["path"]
     except FileNotFoundError:

@@ -140,6 +140,10 @@ def test_bad_inputs_refused_or_finite(model):
                                         ARCH.patch))
     assert np.isfinite(v).all() and np.isfinite(c).all()
     assert set(REFUSALS) >= {0, 1, 2, 3}
+    empty = {a: (np.zeros((0, arm.npix), np.float32),) * 2 + (np.zeros((0, arm.npix), np.int32),)
+             for a, arm in ARMS.items()}
+    v0, c0, r0 = embed_arms(model, empty)  # an empty partition
+    assert v0.shape == (0, ARCH.width) and r0.size == 0
 
 
 def test_cls_pooling_and_save_load(tmp_path):

@@ -39,10 +39,13 @@ def validated_catalog(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
         if bad:
             rejected[key] = bad
             continue
-        written += lakehouse.write_partitions("catalog", rows, [key])
-        cov, missing = join.coverage(), join.missing_columns
-    meta = {"rows": written, "partitions_written": len(keys) - len(rejected), "rejected": dg.MetadataValue.json(
-        rejected), "coverage": dg.MetadataValue.json(cov), "missing_columns": dg.MetadataValue.json(missing),
+        n = lakehouse.write_partitions("catalog", rows, [key])
+        written += n
+        cov = {layer: cov.get(layer, 0.0) + f * n for layer, f in join.coverage().items()}
+        missing = join.missing_columns
+    cov = {layer: round(v / max(written, 1), 4) for layer, v in cov.items()}
+    meta = {"rows": written, "partitions": len(keys), "partitions_written": len(keys) - len(rejected),
+            "rejected": dg.MetadataValue.json(rejected), "coverage": dg.MetadataValue.json(cov), "missing_columns": dg.MetadataValue.json(missing),
         "seconds": round(time.perf_counter() - t0, 2), "table_version": lakehouse.version("catalog")}
     if cfg.make_plot and lakehouse.exists("catalog"):
         sky = lakehouse.read("catalog", columns=["ra", "dec"])
@@ -53,7 +56,9 @@ def validated_catalog(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
     for gate, per_key in results.items():
         failed = {k: o.failures for k, o in per_key if not o.passed}
         checks.append(dg.AssetCheckResult(check_name=gate, passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
-                                          metadata={"rule": CHECKS[gate], "failed_partitions": dg.MetadataValue.json(
+                                          metadata={"partitions_failed": len(failed),
+                                                    "partitions_checked": len(per_key),
+                                                    "rule": CHECKS[gate], "failed_partitions": dg.MetadataValue.json(
                                               failed), "config_used": dg.MetadataValue.json(cfg.limits().__dict__),
                                               "statistics": dg.MetadataValue.json(
                                                   {k: o.statistics for k, o in per_key[:5]})}))

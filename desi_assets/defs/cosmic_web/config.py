@@ -60,6 +60,7 @@ def check_descriptions(config: CosmicWebConfig) -> dict[str, str]:
             "have an invalid redshift (status invalid_redshift).",
         "cosmic_web_edge_fraction":
             f"At most {config.max_edge_fraction:.0%} of galaxies are at the edge (buffer sphere of "
-            f"{config.buffer_mpc:g} Mpc leaves the footprint or {config.tracer_zmin:g} ≤ z < {config.tracer_zmax:g}); "
+            f"{config.buffer_mpc:g} Mpc leaves the footprint or {config.tracer_zmin:g} ≤ z < "
+            f"{config.tracer_zmax:g}); "
             f"T-web at R_s = {config.smoothing_mpc:g} Mpc, λ_th = {config.lambda_th:g}.",
     }

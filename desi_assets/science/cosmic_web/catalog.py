@@ -18,13 +18,13 @@ import numpy as np
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import footprint as FP
 from desi_assets.science.cosmic_web import tweb as T
-from desi_assets.science.cosmic_web.coords import (comoving_distance, frame_rotation, hubble_h0, mean_direction,
+from desi_assets.science.cosmic_web.coords import (MAX_Z, comoving_distance, frame_rotation, hubble_h0, mean_direction,
                                                    radecz_to_xyz)
 from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
 
 #: Row status values (every input row gets one; nothing is dropped).
 STATUS_OK = "ok"
-STATUS_BAD_Z = "invalid_redshift"  # NaN, infinite or negative z, or non-finite RA/Dec
+STATUS_BAD_Z = "invalid_redshift"  # NaN, infinite, negative or > MAX_Z redshift, or non-finite RA/Dec
 STATUS_DUPLICATE = "duplicate"  # same id as an earlier row: values copied from it, not a tracer twice
 FILAMENT_METHODS = ("tweb", "mst")
 
@@ -142,7 +142,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
     if not (dec.size == n and z.size == n):
         raise ValueError(f"ra, dec and z must have the same length, got {ra.size}, {dec.size}, {z.size}")
     query = np.ones(n, bool) if query is None else np.asarray(query, bool)
-    valid = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (z >= 0) & (np.abs(dec) <= 90)
+    valid = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (z >= 0) & (z <= MAX_Z) & (np.abs(dec) <= 90)
     first = _first_of_duplicates(ids, n)
     unique = first == np.arange(n)
     cols = _empty_columns(n)

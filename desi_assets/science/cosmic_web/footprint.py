@@ -13,7 +13,8 @@ def occupied_pixels(ra_deg: np.ndarray, dec_deg: np.ndarray, nside: int) -> np.n
     """Sorted unique NESTED pixels (int64) holding at least one of the positions."""
     if len(ra_deg) == 0:
         return np.zeros(0, np.int64)
-    return np.unique(hp.ang2pix(nside, np.asarray(ra_deg), np.asarray(dec_deg), nest=True, lonlat=True)).astype(np.int64)
+    pix = hp.ang2pix(nside, np.asarray(ra_deg), np.asarray(dec_deg), nest=True, lonlat=True)
+    return np.unique(pix).astype(np.int64)
 
 
 def volume_randoms(pixels: np.ndarray, nside: int, chi_min: float, chi_max: float, density_mpc3: float,

@@ -180,11 +180,13 @@ def embed_arms(model: SpectrumTransformer, arms: dict[str, tuple[np.ndarray, np.
     from desi_assets.science.embeddings.tokens import tokenize_desi
 
     n = next(iter(arms.values()))[0].shape[0]
+    if n == 0:
+        return np.zeros((0, model.cfg.width), np.float32), np.zeros(0), np.zeros(0, np.int8)
 
     def one(rows: slice):
         tok = tokenize_desi({a: tuple(x[rows] for x in v) for a, v in arms.items()}, model.cfg.patch)
         vec, chi2 = embed_tokens(model, tok, batch_size)
         return vec, chi2, tok.refused
 
-    parts = [one(slice(s, min(n, s + block))) for s in range(0, max(n, 1), block)]
+    parts = [one(slice(s, min(n, s + block))) for s in range(0, n, block)]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))

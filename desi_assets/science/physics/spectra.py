@@ -11,23 +11,23 @@ C_KMS = 299792.458
 
 def combine_arms(flux: dict[str, np.ndarray], ivar: dict[str, np.ndarray],
                  mask: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """b/r/z (n, npix_arm) → merged brz grid (n, 7781): ivar-weighted flux and summed ivar; bad pixels get ivar 0."""
+    """b/r/z (n, npix_arm) → merged brz grid (n, 7781) float32: ivar-weighted flux, summed ivar; bad pixels ivar 0."""
     wave = combined_wavelength()
     n = next(iter(flux.values())).shape[0]
-    num = np.zeros((n, wave.size))
-    den = np.zeros((n, wave.size))
+    num = np.zeros((n, wave.size), dtype=np.float32)
+    den = np.zeros((n, wave.size), dtype=np.float32)
     for name, arm in ARMS.items():
-        f = np.asarray(flux[name], dtype=np.float64)
-        iv = np.asarray(ivar[name], dtype=np.float64)
-        good = np.isfinite(f) & np.isfinite(iv) & (iv > 0)
+        f = np.asarray(flux[name], dtype=np.float32)
+        iv = np.asarray(ivar[name], dtype=np.float32)
+        good = np.isfinite(f) & (iv > 0) & np.isfinite(iv)
         if mask is not None and mask.get(name) is not None:
             good &= np.asarray(mask[name]) == 0
-        w = np.where(good, iv, 0.0)
+        w = np.where(good, iv, np.float32(0))
         i0 = int(round((arm.start_a - wave[0]) / 0.8))
-        num[:, i0:i0 + arm.npix] += w * np.where(good, f, 0.0)
+        num[:, i0:i0 + arm.npix] += w * np.where(good, f, np.float32(0))
         den[:, i0:i0 + arm.npix] += w
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 0, num / den, 0.0)
+        out = np.where(den > 0, num / den, np.float32(0))
     return out, den
 
 
