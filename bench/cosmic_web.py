@@ -212,12 +212,20 @@ def validate(out: Path, quick: bool) -> dict:
 
 
 # ---------------------------------------------------------------- scaling
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since its exec (VmHWM; ru_maxrss would carry the parent's), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _one(args) -> None:
     """Child process: one timed run, prints JSON with wall seconds and peak RSS (MB)."""
     cat = pl.read_parquet(args.catalog)
     ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
     p = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4, mean_density_mpc3=args.nbar or None)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_rss = peak_rss_mb()
     t0 = time.perf_counter()
     if args.mode == "global":
         cosmic_web(ra, dec, z, p)
@@ -230,8 +238,8 @@ def _one(args) -> None:
         cosmic_web_partitioned(ra, dec, z, p, args.nside, only_pixels=pick)
         n_part = len(pick)
     wall = time.perf_counter() - t0
-    print(json.dumps({"wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb":
-                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": base_rss,
+    print(json.dumps({"wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb": peak_rss_mb(),
+                      "rss_before_mb": base_rss,
                       "galaxies": len(ra), "partitions_total": int(len(np.unique(hp.ang2pix(
                           args.nside, ra, dec, nest=True, lonlat=True)))) if args.mode != "global" else 1}))
 
@@ -243,21 +251,26 @@ def _child(catalog: Path, mode: str, nside: int = 32, partitions: int = 2, nbar:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def scaling(out: Path, sizes: list[float]) -> list[dict]:
+def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density", "area"),
+            modes: tuple[str, ...] = ("global", "partitioned")) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     # A: density grows on a fixed 314 deg² cap (the global lattice stays the same size)
     # B: area grows at a fixed BGS-like density (what a survey does): one partition must stay flat
     runs = [("density", n, PositionsMockConfig(density_mpc3=1e-3 * n / 1.3e5)) for n in sizes]
     runs += [("area", n, PositionsMockConfig(radius_deg=float(np.degrees(np.arccos(1 - n / 1.3e5 * (1 - np.cos(
-        np.radians(10.0)))))))) for n in sizes if n <= 3e5]
-    for series, n, cfg in runs:
-        path = out / f"mock_{series}_{int(n)}.parquet"
-        if not path.exists():
-            make_positions_mock(cfg).catalog.select("ra", "dec", "z").write_parquet(path)
-        g = _child(path, "global")
-        p = _child(path, "partitioned", nbar=cfg.density_mpc3)
-        row = {"series": series, "target_tracers": n, "galaxies": g["galaxies"], "global_wall_s": round(g["wall_s"], 1),
+        np.radians(10.0)))))))) for n in sizes]
+    runs = [r for r in runs if r[0] in series]
+    for name, n, cfg in runs:
+        path = out / f"mock_{name}_{int(n)}.parquet"
+        if not path.exists():  # written by a child so that this process stays small
+            subprocess.run([sys.executable, __file__, "mock", "--catalog", str(path), "--density", str(cfg.density_mpc3),
+                            "--radius", str(cfg.radius_deg)], check=True)
+        nan = {"wall_s": float("nan"), "peak_rss_mb": float("nan"), "galaxies": 0}
+        g = _child(path, "global") if "global" in modes else nan
+        p = _child(path, "partitioned", nbar=cfg.density_mpc3) if "partitioned" in modes else (
+            nan | {"per_partition_s": float("nan"), "partitions_total": 0})
+        row = {"series": name, "target_tracers": n, "galaxies": max(g["galaxies"], p.get("galaxies", 0)), "global_wall_s": round(g["wall_s"], 1),
                "global_peak_rss_mb": round(g["peak_rss_mb"]), "partition_wall_s": round(p["per_partition_s"], 1),
                "partition_peak_rss_mb": round(p["peak_rss_mb"]), "partitions_total": p["partitions_total"],
                "partitioned_total_s_est": round(p["per_partition_s"] * p["partitions_total"], 1)}
@@ -276,7 +289,11 @@ def scaling(out: Path, sizes: list[float]) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["validate", "scaling", "one"])
+    p.add_argument("what", choices=["validate", "scaling", "one", "mock"])
+    p.add_argument("--series", default="density,area")
+    p.add_argument("--modes", default="global,partitioned")
+    p.add_argument("--density", type=float, default=1e-3)
+    p.add_argument("--radius", type=float, default=10.0)
     p.add_argument("--out", default="bench/out/cosmic_web")
     p.add_argument("--quick", action="store_true", help="SDSS decomposition on 12 partitions only")
     p.add_argument("--sizes", default="1e4,1e5,1e6")
@@ -288,10 +305,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.what == "one":
         _one(a)
+    elif a.what == "mock":
+        make_positions_mock(PositionsMockConfig(density_mpc3=a.density, radius_deg=a.radius)).catalog.select(
+            "ra", "dec", "z").write_parquet(a.catalog)
     elif a.what == "validate":
         validate(Path(a.out), a.quick)
     else:
-        scaling(Path(a.out), [float(x) for x in a.sizes.split(",")])
+        scaling(Path(a.out), [float(x) for x in a.sizes.split(",")], tuple(a.series.split(",")),
+                tuple(a.modes.split(",")))
     return 0
 
 

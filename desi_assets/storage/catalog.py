@@ -32,6 +32,7 @@ class CatalogFlag(enum.IntFlag):
     WEB_EDGE = 128  # cosmic_web buffer leaves the footprint
     HIGH_MASKED_FRACTION = 256  # masked_frac above the config limit
     LOW_SNR = 512  # snr_median below the config limit
+    OUT_OF_PHYSICAL_RANGE = 1024  # Dn4000, VDISP or logmass outside the gate's physical range (noisy measurement)
 
 
 #: Layer table -> its status column in the catalog (None: presence of a row is the status).
@@ -87,8 +88,8 @@ def embedding_model_version(lakehouse) -> str | None:
         return None
 
 
-def join_partitions(lakehouse, keys: Sequence[str], masked_frac_max: float = 0.5, snr_min: float = 1.0
-                    ) -> JoinResult:
+def join_partitions(lakehouse, keys: Sequence[str], masked_frac_max: float = 0.5, snr_min: float = 1.0,
+                    limits: GateLimits | None = None) -> JoinResult:
     """Catalog rows of `keys`: targets left-joined with every existing layer on (coadd_key, targetid)."""
     cols = layer_columns()
     have = _table_columns(lakehouse, "targets")
@@ -120,7 +121,7 @@ def join_partitions(lakehouse, keys: Sequence[str], masked_frac_max: float = 0.5
     base = base.with_columns(pl.lit(version, pl.String).alias("embedding_model_version"))
     base = with_snr_median(base)
     base = with_primary(base, _all_coadds_of(lakehouse, base["targetid"].unique()))
-    base = with_flags(base, masked_frac_max, snr_min)
+    base = with_flags(base, masked_frac_max, snr_min, limits)
     return JoinResult(base, present, missing, missing_cols)
 
 
@@ -153,7 +154,8 @@ def with_primary(df: pl.DataFrame, all_coadds: pl.DataFrame) -> pl.DataFrame:
             .drop("_best"))
 
 
-def with_flags(df: pl.DataFrame, masked_frac_max: float, snr_min: float) -> pl.DataFrame:
+def with_flags(df: pl.DataFrame, masked_frac_max: float, snr_min: float, limits: GateLimits | None = None
+               ) -> pl.DataFrame:
     """catalog_flags bits (CatalogFlag) and their names in catalog_flags_reason."""
     F = CatalogFlag
 
@@ -164,6 +166,10 @@ def with_flags(df: pl.DataFrame, masked_frac_max: float, snr_min: float) -> pl.D
              (F.HIGH_MASKED_FRACTION, col("masked_frac").fill_null(1.0) > masked_frac_max),
              (F.LOW_SNR, col("snr_median").fill_null(0.0) < snr_min),
              (F.WEB_EDGE, col("web_edge").fill_null(False))]
+    lim = GateLimits() if limits is None else limits
+    oor = [_outside(c, lo, hi).fill_null(False) for c, (lo, hi) in physical_ranges(lim).items() if c in df.columns]
+    if oor:
+        terms.append((F.OUT_OF_PHYSICAL_RANGE, pl.any_horizontal(oor)))
     for layer, bit in _LAYER_FLAG.items():
         has = col(f"_has_{layer}").fill_null(False)
         status = LAYER_STATUS[layer]
@@ -193,6 +199,9 @@ class GateLimits:
     vdisp: tuple[float, float] = (0.0, 600.0)
     logmass: tuple[float, float] = (6.0, 13.0)
     web_classes: tuple[int, ...] = (0, 1, 2, 3)
+    #: Largest fraction of a partition's measured Dn4000/VDISP/logmass values allowed outside the physical range
+    #: (noisy low-S/N measurements scatter out; a unit or code bug moves far more). web_class must always be valid.
+    max_out_of_range_fraction: float = 0.05
     max_null_fraction: tuple[tuple[str, float], ...] = (("ra", 0.0), ("dec", 0.0), ("z", 0.01), ("zwarn", 0.01),
                                                          ("spectype", 0.01))
 
@@ -210,9 +219,11 @@ def gate_descriptions(lim: GateLimits) -> dict[str, str]:
         "catalog_coordinates": f"ra in [{lim.ra[0]:g}, {lim.ra[1]:g}] deg, dec in [{lim.dec[0]:g}, {lim.dec[1]:g}] "
                                f"deg, z in [{lim.z[0]:g}, {lim.z[1]:g}]",
         "catalog_percentiles_ordered": f"p16 ≤ p50 ≤ p84 for {', '.join(PERCENTILE_TRIPLES)} where present",
-        "catalog_physical_ranges": f"Dn4000 in ({lim.dn4000[0]:g}, {lim.dn4000[1]:g}), VDISP in "
-                                   f"[{lim.vdisp[0]:g}, {lim.vdisp[1]:g}] km/s, logmass in [{lim.logmass[0]:g}, "
-                                   f"{lim.logmass[1]:g}] log10(Msun), web_class in {list(lim.web_classes)}",
+        "catalog_physical_ranges": f"at most {lim.max_out_of_range_fraction:.0%} of the measured values outside "
+                                   f"Dn4000 ({lim.dn4000[0]:g}, {lim.dn4000[1]:g}), VDISP [{lim.vdisp[0]:g}, "
+                                   f"{lim.vdisp[1]:g}] km/s, logmass [{lim.logmass[0]:g}, {lim.logmass[1]:g}] "
+                                   f"log10(Msun) (those rows carry OUT_OF_PHYSICAL_RANGE); web_class always in "
+                                   f"{list(lim.web_classes)}",
         "catalog_null_fractions": f"null fraction per column: {nulls}",
         "catalog_row_count": "catalog rows of each partition = `targets` rows ingested for it",
     }
@@ -250,12 +261,14 @@ def evaluate_gates(rows: pl.DataFrame, n_targets: int, lim: GateLimits) -> list[
 
     gap_frame = pd.DataFrame(gaps) if gaps else pd.DataFrame({"none": [0.0]})
     suite("catalog_percentiles_ordered", gap_frame, [Between(c, 0.0, None) for c in gaps])
-    phys = [Between(c, *lim.dn4000) for c in ("dn4000", "dn4000_corr") if c in pdf.columns]
-    phys += [Between("vdisp", *lim.vdisp)] if "vdisp" in pdf.columns else []
-    phys += [Between(f"logmass_{p}", *lim.logmass) for p in ("p16", "p50", "p84") if f"logmass_{p}" in pdf.columns]
-    if "web_class" in pdf.columns:
-        phys.append(InSet("web_class", tuple(lim.web_classes)))
-    suite("catalog_physical_ranges", _nullable_ints(pdf), phys)
+    out_frac = out_of_range_fractions(rows, lim)
+    stats = {f"out_of_range_{c}": f for c, f in out_frac.items()}
+    res = run_suite("catalog_physical_ranges", stats or {"none": 0.0},
+                    [Between(k, 0.0, lim.max_out_of_range_fraction) for k in stats])
+    wc = run_suite("catalog_web_class", _nullable_ints(pdf), [InSet("web_class", tuple(lim.web_classes))]
+                   if "web_class" in pdf.columns else [])
+    out.append(GateOutcome("catalog_physical_ranges", res.success and wc.success, res.failures() + wc.failures(),
+                           stats))
     n = max(rows.height, 1)
     fracs = {c: (float(rows[c].null_count()) / n if c in rows.columns else 1.0) for c, _ in lim.max_null_fraction}
     suite("catalog_null_fractions", {f"null_fraction_{c}": v for c, v in fracs.items()},
@@ -263,6 +276,26 @@ def evaluate_gates(rows: pl.DataFrame, n_targets: int, lim: GateLimits) -> list[
     diff = rows.height - n_targets
     suite("catalog_row_count", {"row_difference": float(diff)}, [Between("row_difference", 0, 0)],
           {"rows": rows.height, "targets": n_targets})
+    return out
+
+
+def physical_ranges(lim: GateLimits) -> dict[str, tuple[float, float]]:
+    """Catalog column -> (lo, hi) physical range of the gate."""
+    return {"dn4000": lim.dn4000, "dn4000_corr": lim.dn4000, "vdisp": lim.vdisp,
+            **{f"logmass_{p}": lim.logmass for p in ("p16", "p50", "p84")}}
+
+
+def _outside(col: str, lo: float, hi: float) -> pl.Expr:
+    return (pl.col(col) < lo) | (pl.col(col) > hi)
+
+
+def out_of_range_fractions(rows: pl.DataFrame, lim: GateLimits) -> dict[str, float]:
+    """Per range-gated column with values: fraction of the non-null values outside its physical range."""
+    out = {}
+    for c, (lo, hi) in physical_ranges(lim).items():
+        if c in rows.columns and rows[c].null_count() < rows.height:
+            vals = rows[c].drop_nulls()
+            out[c] = float(((vals < lo) | (vals > hi)).sum()) / vals.len()
     return out
 
 

@@ -89,7 +89,7 @@ CORRUPTIONS = {
     "catalog_coordinates": lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(95.0)
                                                     .otherwise(pl.col("dec")).alias("dec")),
     "catalog_percentiles_ordered": lambda d: d.with_columns(logmass_p16=pl.lit(10.5)),
-    "catalog_physical_ranges": lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(700.0)
+    "catalog_physical_ranges": lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(700.0)
                                                         .otherwise(pl.col("vdisp")).alias("vdisp")),
     "catalog_null_fractions": lambda d: d.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(None)
                                                        .otherwise(pl.col("z")).alias("z")),
@@ -109,6 +109,15 @@ def test_physical_range_gate_catches_dn4000_logmass_and_web_class(good_rows):
                                                                                         logmass_p84=pl.lit(14.5)),
                     good_rows.with_columns(web_class=pl.lit(5, pl.Int8))):
         assert not _gates(corrupt)["catalog_physical_ranges"].passed
+
+
+def test_a_few_noisy_outliers_pass_but_are_flagged(good_rows):
+    one = good_rows.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(3.4).otherwise(pl.col("dn4000"))
+                                 .alias("dn4000"))  # 1 of 30 = 3% <= 5%
+    res = _gates(one)["catalog_physical_ranges"]
+    assert res.passed and res.statistics["out_of_range_dn4000"] == pytest.approx(1 / 30)
+    flagged = cat.with_flags(one, 0.5, 1.0)["catalog_flags"].to_list()
+    assert flagged[0] & cat.CatalogFlag.OUT_OF_PHYSICAL_RANGE and not flagged[1] & cat.CatalogFlag.OUT_OF_PHYSICAL_RANGE
 
 
 def test_row_count_gate_stops_a_partition_that_lost_rows(good_rows):

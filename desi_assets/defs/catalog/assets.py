@@ -29,7 +29,7 @@ def validated_catalog(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
     cfg, t0, keys = catalog_config, time.perf_counter(), list(context.partition_keys)
     results, written, rejected, cov, missing = {g: [] for g in CHECKS}, 0, {}, {}, {}
     for key in keys:
-        join = catalog.join_partitions(lakehouse, [key], cfg.masked_frac_max, cfg.snr_min)
+        join = catalog.join_partitions(lakehouse, [key], cfg.masked_frac_max, cfg.snr_min, cfg.limits())
         rows = catalog.to_catalog_rows(join)
         outcomes = catalog.evaluate_gates(rows, lakehouse.read("targets", keys=[key], columns=["targetid"]).height,
                                           cfg.limits())

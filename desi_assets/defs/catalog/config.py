@@ -18,6 +18,9 @@ class CatalogConfig(dg.ConfigurableResource):
     vdisp_range: list[float] = Field(default=[0.0, 600.0], description="allowed VDISP, km/s")
     logmass_range: list[float] = Field(default=[6.0, 13.0], description="allowed logmass percentiles, log10(Msun)")
     web_classes: list[int] = Field(default=[0, 1, 2, 3], description="allowed web_class values")
+    max_out_of_range_fraction: float = Field(
+        default=0.05, description="largest fraction of a partition's measured Dn4000/VDISP/logmass outside the "
+                                  "physical range (the mock demo: up to ~2% of Dn4000 > 3 from low-S/N spectra)")
     max_null_fraction: dict[str, float] = Field(
         default={"ra": 0.0, "dec": 0.0, "z": 0.01, "zwarn": 0.01, "spectype": 0.01},
         description="column -> largest allowed fraction of nulls per partition")
@@ -30,6 +33,7 @@ class CatalogConfig(dg.ConfigurableResource):
         return GateLimits(ra=tuple(self.ra_range), dec=tuple(self.dec_range), z=tuple(self.z_range),
                           dn4000=tuple(self.dn4000_range), vdisp=tuple(self.vdisp_range),
                           logmass=tuple(self.logmass_range), web_classes=tuple(self.web_classes),
+                          max_out_of_range_fraction=self.max_out_of_range_fraction,
                           max_null_fraction=tuple(self.max_null_fraction.items()))
 
 

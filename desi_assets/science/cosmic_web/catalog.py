@@ -48,6 +48,7 @@ class CosmicWebParams:
     edge_nside: int = 256  # fine pixels whose centres measure a sphere's footprint coverage
     edge_coverage_min: float = 0.95  # a galaxy is at the edge when its sphere's coverage is below this
     window_min: float = 0.5  # δ is set where the smoothed random window is at least this
+    lattice_pad_mpc: float | None = None  # zero padding around the data; None: 3 R_s + 2 cells
     filament_method: str = "mst"  # mst or tweb: the skeleton DIST_FILAMENT is measured to (mst wins on the mock)
     mst_max_edge_mpc: float = 6.0  # MST edges longer than this are cut
     mst_prune: int = 3  # leaf-pruning passes
@@ -201,7 +202,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
                                  params.seed) @ rot.T
         n_rand = len(rand)
         gal = xyz[tr_idx] @ rot.T
-        pad = 3 * params.smoothing_mpc + 2 * params.cell_mpc
+        pad = params.lattice_pad_mpc or 3 * params.smoothing_mpc + 2 * params.cell_mpc
         lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, pad)
         delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3, params.smoothing_mpc,
                                            params.window_min)

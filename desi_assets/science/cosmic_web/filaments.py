@@ -26,15 +26,19 @@ def point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
     return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
 
 
-def distance_to_segments(points: np.ndarray, segments: np.ndarray, k: int = 16) -> np.ndarray:
+def distance_to_segments(points: np.ndarray, segments: np.ndarray, k: int = 16, chunk: int = 100_000) -> np.ndarray:
     """Exact distance (Mpc) from each point (N,3) to the nearest segment (M,2,3); inf when there are none.
 
     Candidates are the k segments with nearest midpoints; a point is redone with 4k when the k-th
-    midpoint minus the longest half-length could still beat its best distance.
+    midpoint minus the longest half-length could still beat its best distance. Points go `chunk` at a time.
     """
     pts = np.asarray(points, np.float64).reshape(-1, 3)
     out = np.full(len(pts), np.inf)
     if len(segments) == 0 or len(pts) == 0:
+        return out
+    if len(pts) > chunk:
+        for lo in range(0, len(pts), chunk):
+            out[lo:lo + chunk] = distance_to_segments(pts[lo:lo + chunk], segments, k, chunk)
         return out
     a, b = segments[:, 0], segments[:, 1]
     mid = 0.5 * (a + b)
