@@ -30,6 +30,9 @@ browser:
 demo: setup
 	@echo "demo: mock survey + every stage into $(LAKE)/ (a few minutes on 2 cores; ends with the checks table)"
 	$(VENV)/bin/desi-ard demo --lakehouse $(LAKE)
+	@echo "demo: the three science cases on the demo lakehouse (figures in $(LAKE)/figures)"
+	for ex in green_pea_neighbours green_valley_environment red_misfits; do \
+	  $(PY) -m examples.$$ex --lakehouse $(LAKE) --out $(LAKE)/figures || exit 1; done
 
 test: setup browser
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
@@ -38,6 +41,13 @@ bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/anomaly_score.py
 	$(PY) bench/anomaly_injection.py
+	$(PY) bench/readers.py
+	$(PY) bench/physics.py
+	$(PY) bench/cosmic_web.py
+	$(PY) bench/embed.py
+	$(PY) bench/vector_search.py
+	$(PY) bench/api.py
+	$(PY) bench/mock_vs_real.py
 
 ui: setup
 	mkdir -p $(LAKE)/.dagster
