@@ -270,16 +270,20 @@ def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density",
         g = _child(path, "global") if "global" in modes else nan
         p = _child(path, "partitioned", nbar=cfg.density_mpc3) if "partitioned" in modes else (
             nan | {"per_partition_s": float("nan"), "partitions_total": 0})
-        row = {"series": name, "target_tracers": n, "galaxies": max(g["galaxies"], p.get("galaxies", 0)), "global_wall_s": round(g["wall_s"], 1),
-               "global_peak_rss_mb": round(g["peak_rss_mb"]), "partition_wall_s": round(p["per_partition_s"], 1),
-               "partition_peak_rss_mb": round(p["peak_rss_mb"]), "partitions_total": p["partitions_total"],
-               "partitioned_total_s_est": round(p["per_partition_s"] * p["partitions_total"], 1)}
+        r1 = lambda x: None if not np.isfinite(x) else round(float(x), 1)  # noqa: E731
+        row = {"series": name, "target_tracers": n, "galaxies": max(g["galaxies"], p.get("galaxies", 0)),
+               "global_wall_s": r1(g["wall_s"]), "global_peak_rss_mb": r1(g["peak_rss_mb"]),
+               "partition_wall_s": r1(p["per_partition_s"]), "partition_peak_rss_mb": r1(p["peak_rss_mb"]),
+               "partitions_total": p["partitions_total"],
+               "partitioned_total_s_est": r1(p["per_partition_s"] * p["partitions_total"])}
         rows.append(row)
         say("scaling", json.dumps(row))
     dens = [r for r in rows if r["series"] == "density"]
     if len(dens) >= 2:
         n = np.log([r["galaxies"] for r in dens])
         for key in ("global_wall_s", "global_peak_rss_mb"):
+            if any(r[key] is None for r in dens):
+                continue
             slope, icpt = np.polyfit(n, np.log([max(r[key], 1e-3) for r in dens]), 1)
             say(f"extrapolation {key} at 1e7 galaxies (power law slope {slope:.2f}): "
                 f"{np.exp(icpt + slope * np.log(1e7)):.0f}")

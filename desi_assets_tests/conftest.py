@@ -105,11 +105,11 @@ def small_anomaly_config():
 
 @pytest.fixture(scope="session")
 def anomaly_lake(tmp_path_factory) -> dict:
-    """Small mock (8 pixels at scale 0.2, ~1,000 spectra) with the whole anomaly layer materialized, once per worker."""
+    """Small mock (8 pixels at scale 0.3, ~1,500 spectra) with the whole anomaly layer materialized, once per worker."""
     from desi_assets.sources.mock import MockSurveyConfig
 
     built = materialize_anomaly_layer(tmp_path_factory.mktemp("anomaly"),
-                                      MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.2), small_anomaly_config())
+                                      MockSurveyConfig(n_pixels=8, seed=7, spectra_scale=0.3), small_anomaly_config())
     built["checks"] = {name: e.passed for name, e in built.pop("evaluations").items()}
     return built
 
