@@ -41,6 +41,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def s3_survey(tmp_path_factory) -> Path:
+    """3 mock pixels at 25% of DESI density: enough QSOs (>= 10) for a balanced training set."""
+    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
+
+    root = tmp_path_factory.mktemp("s3survey")
+    write_mock_survey(root, MockSurveyConfig(n_pixels=3, seed=7, spectra_scale=0.25))
+    return root
+
+
+@pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket, and the AWS_* environment pointing at it."""
     if not Path(MOTO_SERVER).exists():
@@ -94,7 +104,7 @@ def _objects(endpoint: str) -> list[str]:
         return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
 
 
-def test_ingest_and_scoring_on_s3_read_back_and_rerun_idempotently(s3_env, small_survey, tmp_path):
+def test_ingest_and_scoring_on_s3_read_back_and_rerun_idempotently(s3_env, s3_survey, tmp_path):
     import torch
 
     from desi_assets.defs.anomalies.assets import anomaly_model, training_set
@@ -103,8 +113,8 @@ def test_ingest_and_scoring_on_s3_read_back_and_rerun_idempotently(s3_env, small
     from desi_assets.storage.lakehouse import LakehouseResource
 
     torch.set_num_threads(1)
-    keys = survey_keys(small_survey)[:3]
-    defs = _s3_defs(small_survey, tmp_path / "artifacts")
+    keys = survey_keys(s3_survey)
+    defs = _s3_defs(s3_survey, tmp_path / "artifacts")
     cfg = AnomalyConfig(model=ModelConfig(epochs=3, patience=2, num_threads=1),
                         training_set=TrainingSetConfig(per_class=100), injection=InjectionConfig(per_kind=20))
     (tmp_path / "dagster").mkdir()

@@ -39,9 +39,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SERVER_START_S = 90.0  # /server_info answers after ~6 s on an idle machine; allow for a busy one
 PAGE_TIMEOUT_S = 45.0
 # At 1400x900 the graph is zoomed out so far that Dagster draws name-only nodes with truncated
-# names ("preproces…_spectra"); from ~2400 px wide it draws full nodes (latest event, "50% filled",
+# names ("preproces…_spectra"); with every layer present it needs ~3600 px to draw full nodes (latest event, "50% filled",
 # "4 partitions"), which is what the DOM check and the screenshot need.
-GRAPH_WINDOW = (2400, 1500)
+GRAPH_WINDOW = (3600, 3600)
 PAGE_WINDOW = (1400, 900)
 PLOTTED_ASSETS = ["raw_spectra", "preprocessed_spectra"]  # coadd_job's assets with an example plot
 PNG_DATA = "data:image/png;base64,"
