@@ -35,6 +35,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from desi_assets.storage.lakehouse import LakehouseResource
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))

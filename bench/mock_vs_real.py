@@ -321,7 +321,6 @@ def main(argv=None) -> int:
     mfiles = sorted(root.rglob("coadd-*.fits"))
     rfiles = sorted(p for p in REAL.rglob("coadd*.fits"))
     rows_r = real_rows()
-    rng = np.random.default_rng(0)
 
     def mock_rows(filter_expr, k):
         sel = truth.filter(filter_expr)

@@ -87,7 +87,6 @@ def main() -> None:
     d = noisy.value["dn4000"] - clean.value["dn4000"]
     lines = [f"# physics validation: {args.pixels} mock pixels (seed 42), {n} spectra, "
              f"{int(gal.sum())} fit-eligible galaxies at S/N ≥ 5 per Å"]
-    curves_dn = {}
     for lo, hi in ((5, 10), (10, 20), (20, 1e9)):
         m = gal & (snr >= lo) & (snr < hi) & np.isfinite(d)
         if m.any():

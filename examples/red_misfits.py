@@ -37,7 +37,7 @@ def main(lakehouse: str | None = None, out: str = "examples/figures") -> dict:
                  None)
     if label is None:
         print("the mock's truth has no frosted/quenched label: recovery not scored")
-    ard.quenching_diagram(db.query(f"primary and dn4000 > 0"), path=out_path(out, "red_misfits_plane.png"))
+    ard.quenching_diagram(db.query("primary and dn4000 > 0"), path=out_path(out, "red_misfits_plane.png"))
     if misfits.height:
         ard.plot_spectrum(int(misfits["targetid"][0]), path=out_path(out, "red_misfit_example.png"), db=db)
     return result

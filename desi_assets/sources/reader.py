@@ -653,9 +653,9 @@ def _hdr_int(hdr, name) -> int | None:
 def _identity(path: Path, phdr, f: _Fits, warns: list[str]):
     spath = str(path)
     try:
-        fkey, night = keys.parse_coadd_filename(path.name.removesuffix(".gz"))
+        fkey = keys.parse_coadd_filename(path.name.removesuffix(".gz"))[0]
     except keys.InvalidPartitionKeyError:
-        fkey, night = None, None
+        fkey = None
     spgrp = _hdr_str(phdr, "SPGRP")
     hdr_pix = _hdr_int(phdr, "HPXPIXEL")
     hdr_tile = _hdr_int(phdr, "TILEID")

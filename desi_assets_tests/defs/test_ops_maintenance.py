@@ -3,7 +3,6 @@
 from datetime import datetime, timezone
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 from polars.testing import assert_frame_equal
 

@@ -7,7 +7,7 @@ import torch
 from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, load_model, reconstruction_loss, \
     save_model
-from desi_assets.science.embeddings.tokens import REFUSALS, tokenize, tokenize_desi, wavelength_features
+from desi_assets.science.embeddings.tokens import REFUSALS, tokenize, wavelength_features
 from desi_assets.science.embeddings.train import embed_arms, embed_tokens, random_patch_mask
 from desi_assets.science.wavelength import ARMS
 

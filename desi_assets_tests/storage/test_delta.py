@@ -76,8 +76,13 @@ def _writer(args):
 def test_concurrent_writers_all_land(tmp_path):
     uri = str(tmp_path / "pre")
     jobs = [(uri, f"main-dark-{hp}", hp) for hp in (100, 101, 250, 251)]
-    with mp.get_context("spawn").Pool(4) as pool:
-        assert sorted(pool.map(_writer, jobs)) == sorted(j[1] for j in jobs)
+    pool = mp.get_context("spawn").Pool(4)
+    try:
+        landed = pool.map(_writer, jobs)
+    finally:  # close + join, not terminate: a worker signalled mid-get can hang on the queue's lock
+        pool.close()
+        pool.join()
+    assert sorted(landed) == sorted(j[1] for j in jobs)
     df = delta.read(uri)
     assert df.height == 200 and df["coadd_key"].n_unique() == 4
 

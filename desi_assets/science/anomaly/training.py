@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from desi_assets.science.anomaly.bigae import BigAE
+from desi_assets.science.devices import resolve_device
 
 
 @dataclass
@@ -35,9 +36,7 @@ class TrainConfig:
 
     def resolved_device(self) -> torch.device:
         """'auto' → cuda when available, else cpu."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from desi_assets.science.devices import resolve_device
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, reconstruction_loss, token_tensors
 from desi_assets.science.embeddings.tokens import Tokens
 
@@ -32,9 +33,7 @@ class TrainSettings:
 
     def resolved_device(self) -> torch.device:
         """'auto' → cuda when available, else cpu."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 @dataclass

@@ -52,7 +52,6 @@ def make_exposures(rng: np.random.Generator, pix: int, program: str, n: int) -> 
     base_tile = {"dark": 1000, "bright": 20000, "backup": 40000}[program]
     tiles = base_tile + rng.choice(9000, ntile, replace=False)
     rows = []
-    night0 = 20210514 + 0
     mjd0 = 59348.2
     expid = 90000 + int(rng.integers(0, 50000))
     for t in tiles:

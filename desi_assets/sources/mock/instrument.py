@@ -18,7 +18,7 @@ from importlib import resources
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from desi_assets.science.wavelength import ARMS, DESI_PIXEL_STEP_A
+from desi_assets.science.wavelength import ARMS, COMBINED_NPIX, COMBINED_START_A, DESI_PIXEL_STEP_A
 
 NDIAG = 11
 OFFSETS = NDIAG // 2 - np.arange(NDIAG)  # +5 … −5
@@ -44,13 +44,13 @@ _RINGING = {3: -0.0015, 4: 0.003, 5: -0.0012}
 
 def model_wave() -> np.ndarray:
     """Padded model grid (Å): the merged 3600–9824 Å grid plus 5 pixels each side."""
-    return np.round(3600.0 + DESI_PIXEL_STEP_A * np.arange(-PAD, 7781 + PAD), 4)
+    return np.round(COMBINED_START_A + DESI_PIXEL_STEP_A * np.arange(-PAD, COMBINED_NPIX + PAD), 4)
 
 
 def arm_slice(arm: str) -> slice:
     """Slice of an arm's pixels, with ±PAD margin, inside model_wave()."""
     a = ARMS[arm]
-    i0 = int(round((a.start_a - 3600.0) / DESI_PIXEL_STEP_A))
+    i0 = int(round((a.start_a - COMBINED_START_A) / DESI_PIXEL_STEP_A))
     return slice(i0, i0 + a.npix + 2 * PAD)
 
 
