@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web
+from desi_assets.storage.tables import KEY_COLUMNS
 
 #: Output columns after the input's id/RA/Dec/z (same names and units as the `cosmic_web` table).
 OUTPUT_COLUMNS = ("comoving_distance_mpc", "d5_mpc", "d10_mpc", "sigma_5", "sigma_10", "delta", "lambda1", "lambda2",
@@ -98,8 +99,7 @@ def run(args: argparse.Namespace, say=print) -> int:
 
 # ---------------------------------------------------------------- per-partition (the asset's logic)
 #: `targets` columns the layer reads.
-TARGET_COLUMNS = ["coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid", "target_ra", "target_dec",
-                  "z", "zwarn", "spectype"]
+TARGET_COLUMNS = [*KEY_COLUMNS, "target_ra", "target_dec", "z", "zwarn", "spectype"]
 STATUS_NOT_GALAXY = "not_galaxy"
 
 

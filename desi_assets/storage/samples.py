@@ -11,11 +11,11 @@ from desi_assets.science.anomaly.fitting import TrainingArrays
 from desi_assets.science.anomaly.sampling import CLASSES, content_hash
 from desi_assets.storage.arrays import to_numpy_2d
 from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets.storage.tables import KEY_COLUMNS
 
 IDS = ["coadd_key", "targetid"]
 #: preprocessed_spectra columns scoring needs.
-SCORE_INPUT_COLUMNS = ["coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid", "flux", "ivar",
-                       "masked_frac"]
+SCORE_INPUT_COLUMNS = [*KEY_COLUMNS, "flux", "ivar", "masked_frac"]
 #: training_set columns, in table order.
 TRAINING_COLUMNS = ["coadd_key", "targetid", "spectype", "z", "split", "flux", "ivar", "masked_frac"]
 

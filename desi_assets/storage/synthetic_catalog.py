@@ -9,6 +9,7 @@ import polars as pl
 
 from desi_assets.science.wavelength import ARMS
 from desi_assets.storage.lakehouse import LakehouseResource
+from desi_assets.storage.tables import KEY_COLUMNS
 
 NSIDE = 64
 
@@ -43,7 +44,7 @@ def spectra_rows(targets: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
     """Native-resolution `spectra` rows (noise around a flat continuum) for the given targets."""
     rng = np.random.default_rng(seed)
     n = targets.height
-    cols = {c: targets[c] for c in ("coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid")}
+    cols = {c: targets[c] for c in KEY_COLUMNS}
     for arm, npix in ((k, a.npix) for k, a in ARMS.items()):
         cols[f"flux_{arm}"] = list(rng.normal(1.0, 0.2, (n, npix)).astype(np.float32))
         cols[f"ivar_{arm}"] = list(np.full((n, npix), 25.0, np.float32))
@@ -55,7 +56,7 @@ def layer_rows(targets: pl.DataFrame, layers: Sequence[str], seed: int = 0) -> d
     """Plausible rows of the named layer tables (anomaly_scores, spectral_indices, kinematics_and_lines, cosmic_web)."""
     rng = np.random.default_rng(seed + 7)
     n = targets.height
-    keys = targets.select(["coadd_key", "survey", "program", "healpix", "hpxgroup", "targetid"])
+    keys = targets.select(KEY_COLUMNS)
     out = {}
     if "anomaly_scores" in layers:
         out["anomaly_scores"] = keys.with_columns(score=rng.gamma(2, 1, n), r_b=rng.random(n), r_r=rng.random(n),
