@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from desi_assets.plots import plot_loss_curve
-from desi_assets.science.anomaly.bigae import BigAE, count_parameters, load_model, save_model
+from desi_assets.science.anomaly.bigae import BigAE, load_model, save_model
 from desi_assets.science.anomaly.training import (
-    TrainConfig, reconstruct, train_autoencoder,
+    TrainConfig,
+    reconstruct,
+    train_autoencoder,
 )
+from desi_assets.science.torch_models import count_parameters
 
 # Hand count: Linear(a→b) has a·b + b parameters; BatchNorm1d(c) has 2c (γ, β).
 HAND_COUNT = (

@@ -12,7 +12,7 @@ from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.defs.preprocess.assets import preprocessed_spectra
 from desi_assets.plots import plot_anomaly_gallery, plot_completeness, plot_loss_curve
 from desi_assets.science.anomaly import catalog, fitting, recovery, sampling
-from desi_assets.science.anomaly.bigae import count_parameters
+from desi_assets.science.torch_models import count_parameters
 from desi_assets.storage import models, samples
 from desi_assets.storage.arrays import to_numpy_2d
 from desi_assets.storage.lakehouse import LakehouseResource

@@ -14,10 +14,10 @@ from desi_assets.defs.metadata import plot_metadata
 from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.plots_embeddings import plot_embedding_loss, plot_embedding_map, plot_evaluation_bars
 from desi_assets.science.embeddings import evaluate as ev
-from desi_assets.science.embeddings.model import count_parameters, save_model
-from desi_assets.science.embeddings.model import ARCHS, ArchConfig
+from desi_assets.science.embeddings.model import ARCHS, ArchConfig, save_model
 from desi_assets.science.embeddings.tokens import REFUSALS, tokenize_desi
 from desi_assets.science.embeddings.train import TrainSettings, embed_arms, train_embedder
+from desi_assets.science.torch_models import count_parameters
 from desi_assets.storage import vectors as vs
 from desi_assets.storage.lakehouse import LakehouseResource
 

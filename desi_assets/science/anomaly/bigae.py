@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -11,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from desi_assets.science.torch_models import weights_version
 from desi_assets.science.wavelength import N_BINS
 
 #: Layer widths of the encoder (the decoder mirrors them).
 ENCODER_WIDTHS: tuple[int, ...] = (N_BINS, 512, 256, 128)
 #: Number of hex characters kept from the sha256 as the model version.
-VERSION_CHARS = 12
 
 
 class BigAE(nn.Module):
@@ -60,22 +59,6 @@ class BigAE(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters (count); BatchNorm running stats are buffers, not counted."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
-def _version(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
-    """Short sha256 (hex) of the state-dict bytes (sorted keys) plus the canonical JSON of meta."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:VERSION_CHARS]
 
 
 def save_model(model: BigAE, path: str | Path, meta: dict[str, Any]) -> str:
@@ -84,7 +67,7 @@ def save_model(model: BigAE, path: str | Path, meta: dict[str, Any]) -> str:
         raise ValueError("meta must include 'training_set_version'")
     meta = json.loads(json.dumps(meta, sort_keys=True, default=str))  # JSON-clean copy
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    version = _version(state, meta)
+    version = weights_version(state, meta)
     payload = {
         "format": "desi-ard/bigae/v1",
         "n_bins": int(getattr(model, "n_bins", N_BINS)),
@@ -109,7 +92,7 @@ def load_model(path: str | Path) -> tuple[BigAE, dict[str, Any]]:
     model = BigAE(n_bins=int(payload.get("n_bins", N_BINS)))
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    version = _version(payload["state_dict"], meta)
+    version = weights_version(payload["state_dict"], meta)
     if version != payload["version"]:
         raise ValueError(f"model file {path} is corrupt: version {version} != {payload['version']}")
     meta["version"] = version

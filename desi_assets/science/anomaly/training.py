@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from desi_assets.science.anomaly.bigae import BigAE
-from desi_assets.science.devices import resolve_device
+from desi_assets.science.torch_models import resolve_device
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -13,8 +12,8 @@ import torch
 from torch import nn
 
 from desi_assets.science.embeddings.tokens import Tokens, pooled_wavelength_features
+from desi_assets.science.torch_models import weights_version
 
-VERSION_CHARS = 12
 FORMAT = "desi-ard/spectrum-transformer/v1"
 
 
@@ -111,20 +110,6 @@ def token_tensors(tok: Tokens, cfg: ArchConfig, device: torch.device | str = "cp
     return {k: torch.from_numpy(v).to(device) for k, v in t.items()}
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters (count)."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
-def _version(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
-    """Short sha256 (hex) of the weights (sorted keys) and the canonical JSON of meta."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:VERSION_CHARS]
 
 
 def save_model(model: SpectrumTransformer, path: str | Path, meta: dict[str, Any]) -> str:
@@ -133,7 +118,7 @@ def save_model(model: SpectrumTransformer, path: str | Path, meta: dict[str, Any
         raise ValueError("meta must include 'training_set_version'")
     meta = json.loads(json.dumps(meta | {"arch": asdict(model.cfg)}, sort_keys=True, default=str))
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    version = _version(state, meta)
+    version = weights_version(state, meta)
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "state_dict": state, "meta_json": json.dumps(meta, sort_keys=True),
                 "version": version}, buf)
@@ -154,7 +139,7 @@ def load_model(path: str | Path) -> tuple[SpectrumTransformer, dict[str, Any]]:
     model = SpectrumTransformer(ArchConfig(**meta["arch"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    version = _version(payload["state_dict"], meta)
+    version = weights_version(payload["state_dict"], meta)
     if version != payload["version"]:
         raise ValueError(f"model file {path} is corrupt: version {version} != {payload['version']}")
     meta["version"] = version

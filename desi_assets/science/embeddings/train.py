@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from desi_assets.science.devices import resolve_device
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, reconstruction_loss, token_tensors
 from desi_assets.science.embeddings.tokens import Tokens
+from desi_assets.science.torch_models import resolve_device
 
 
 @dataclass

@@ -1,0 +1,36 @@
+"""What every torch model of the project shares: device choice, parameter count, weight-content version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Hex characters of a model version.
+VERSION_CHARS = 12
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (count); BatchNorm running stats are buffers, not counted."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def weights_version(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """Short sha256 (hex) of the state dict (sorted keys: name, dtype, shape, bytes) plus the canonical JSON of meta."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:VERSION_CHARS]

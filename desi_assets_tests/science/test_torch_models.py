@@ -1,0 +1,26 @@
+import torch
+
+from desi_assets.science.torch_models import resolve_device
+
+
+def test_auto_picks_cuda_only_when_available():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_named_device_is_kept():
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_weights_version_depends_on_weights_and_meta_only():
+    from torch import nn
+
+    from desi_assets.science.torch_models import VERSION_CHARS, count_parameters, weights_version
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    state = net.state_dict()
+    v = weights_version(state, {"a": 1})
+    assert len(v) == VERSION_CHARS and v == weights_version({k: t.clone() for k, t in state.items()}, {"a": 1})
+    assert v != weights_version(state, {"a": 2})
+    assert v != weights_version({k: t + 1 for k, t in state.items()}, {"a": 1})
+    assert count_parameters(net) == 3 * 2 + 2
