@@ -11,6 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: Path, dpi: int = 80) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns its path."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_spectra(path: Path, wave: np.ndarray, flux: np.ndarray, labels: list[str], title: str,
                  ylabel: str = "flux [1e-17 erg/s/cm²/Å]", model: np.ndarray | None = None,
                  spans: list[tuple[float, float]] | None = None) -> Path:
@@ -31,11 +40,7 @@ def plot_spectra(path: Path, wave: np.ndarray, flux: np.ndarray, labels: list[st
         ax.set_ylabel(ylabel, fontsize=7)
     axes[-1, 0].set_xlabel("observed wavelength [Å, vacuum]")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def png_markdown(path: Path | str, width_px: int = 480, title: str = "") -> str:

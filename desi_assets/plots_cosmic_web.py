@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from desi_assets.plots import save_figure
+
 CLASS_COLORS = ("tab:blue", "tab:green", "tab:orange", "tab:red")
 CLASS_NAMES = ("void", "sheet", "filament", "knot")
 
@@ -33,11 +35,7 @@ def plot_web_slice(path: Path, sl: dict, title: str) -> Path:
     ax.set_ylabel("transverse (grid x), Mpc")
     ax.legend(fontsize=7, markerscale=3, loc="upper right")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_sigma5_by_class(path: Path, sigma5: np.ndarray, classes: np.ndarray, title: str) -> Path:
@@ -54,8 +52,4 @@ def plot_sigma5_by_class(path: Path, sigma5: np.ndarray, classes: np.ndarray, ti
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from desi_assets.plots import save_figure
+
 
 def plot_fits(path: Path, models: list[dict], labels: list[str], title: str) -> Path:
     """Up to 4 pPXF fits, one panel each: data (black), stellar model (red), gas model (blue); observed Å."""
@@ -27,11 +29,7 @@ def plot_fits(path: Path, models: list[dict], labels: list[str], title: str) -> 
     axes[0, 0].legend(fontsize=6, loc="upper right", ncol=3)
     axes[-1, 0].set_xlabel("observed wavelength [Å, vacuum]")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_index_plane(path: Path, dn4000: np.ndarray, hdelta_a: np.ndarray, title: str) -> Path:
@@ -44,11 +42,7 @@ def plot_index_plane(path: Path, dn4000: np.ndarray, hdelta_a: np.ndarray, title
     ax.set_xlabel("Dn4000")
     ax.set_ylabel("HδA [Å]")
     ax.set_title(f"{title} ({int(ok.sum())} spectra)", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_bias_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], title: str,
@@ -67,8 +61,4 @@ def plot_bias_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], title
         ax.set_ylabel(lab)
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
