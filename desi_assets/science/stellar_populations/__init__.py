@@ -1,0 +1,1 @@
+"""Stellar populations: BC03 synthesis, synthetic photometry, and posterior fits of mass, SFR, age, dust (pure numpy)."""
