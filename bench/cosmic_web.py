@@ -1,7 +1,9 @@
 """Cosmic-web layer: validation figures and the scaling benchmark.
 
-    python bench/cosmic_web.py validate [--out DIR]   # decomposition, truth, real surveys, DESI-like fractions
-    python bench/cosmic_web.py scaling  [--out DIR]   # wall time and peak RSS vs tracers, global vs partitioned
+    python bench/cosmic_web.py validate  [--out DIR]  # decomposition, truth, real surveys, DESI-like fractions
+    python bench/cosmic_web.py decompose --catalog sdss|gama|mock [--nside 8 --partitions 12]
+    python bench/cosmic_web.py calibrate [--out DIR]  # mock-truth accuracy and volume fractions vs (R_s, λ_th)
+    python bench/cosmic_web.py scaling   [--out DIR]  # wall time and peak RSS vs tracers, global vs partitioned
 
 Calls only public functions (science.cosmic_web, sources.mock.positions, plots_cosmic_web).
 """
@@ -22,12 +24,12 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from desi_assets.plots_cosmic_web import plot_sigma5_by_class, plot_web_slice
+from desi_assets.plots_cosmic_web import plot_calibration, plot_sigma5_by_class, plot_web_slice
 from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import footprint as FP
 from desi_assets.science.cosmic_web import tweb as T
-from desi_assets.science.cosmic_web.coords import mean_direction, radecz_to_xyz
+from desi_assets.science.cosmic_web.coords import radecz_to_xyz
 from desi_assets.sources.mock.positions import PositionsMockConfig, make_positions_mock
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "positions"
@@ -40,40 +42,34 @@ def say(*a):
     print(*a, flush=True)
 
 
-def survey_frame(ra, dec, params: CosmicWebParams, nbar: float) -> CosmicWebParams:
-    """Params with the survey's frame centre and tracer density fixed (what partitions share with the global run)."""
-    fra, fdec = mean_direction(ra, dec)
-    return replace(params, frame_ra_deg=fra, frame_dec_deg=fdec, mean_density_mpc3=nbar)
-
-
 def decomposition(name, ra, dec, z, params, nside, max_partitions=None, seed=0):
-    """Partitioned vs global: D5/D10/SIGMA_5 identical and WEB_CLASS agreement for non-edge galaxies."""
+    """Partitioned vs global with the defaults (no shared hand-set frame or n̄): every column, non-edge galaxies."""
     t0 = time.perf_counter()
-    g0 = cosmic_web(ra, dec, z, params)
-    p = survey_frame(ra, dec, params, g0.mean_density_mpc3)
-    glob = cosmic_web(ra, dec, z, p).columns
+    glob = cosmic_web(ra, dec, z, params).columns
     tg = time.perf_counter() - t0
     pix = hp.ang2pix(nside, ra, dec, nest=True, lonlat=True)
     todo = np.unique(pix)
     if max_partitions and todo.size > max_partitions:
         todo = np.sort(np.random.default_rng(seed).choice(todo, max_partitions, replace=False))
     t0 = time.perf_counter()
-    part = cosmic_web_partitioned(ra, dec, z, p, nside, only_pixels=todo)
+    part = cosmic_web_partitioned(ra, dec, z, params, nside, only_pixels=todo)
     tp = time.perf_counter() - t0
     done = np.isin(pix, todo)
     inner = done & ~glob["edge"]
-    same = {c: bool(np.array_equal(part[c][inner], glob[c][inner], equal_nan=True))
-            for c in ("d5_mpc", "d10_mpc", "sigma_5")}
-    agree = float(np.mean(part["web_class"][inner] == glob["web_class"][inner])) if inner.any() else float("nan")
-    own_frame = cosmic_web_partitioned(ra, dec, z, replace(p, frame_ra_deg=None, frame_dec_deg=None), nside,
-                                       only_pixels=todo[: min(len(todo), 6)])
-    done6 = np.isin(pix, todo[:6]) & ~glob["edge"]
-    agree_own = float(np.mean(own_frame["web_class"][done6] == glob["web_class"][done6]))
-    row = {"catalog": name, "partition_nside": nside, "partitions": int(todo.size), "galaxies_compared": int(inner.sum()),
-           "edge_fraction": round(float(glob["edge"][done].mean()), 3), **{f"{c}_identical": v for c, v in same.items()},
+    row = {"catalog": name, "partition_nside": nside, "partitions": int(todo.size), "own_galaxies": int(done.sum()),
+           "galaxies_compared": int(inner.sum()), "edge_fraction": round(float(glob["edge"][done].mean()), 3),
+           **{f"{c}_identical": bool(np.array_equal(part[c][inner], glob[c][inner], equal_nan=True))
+              for c in ("d5_mpc", "d10_mpc", "sigma_5")},
            "edge_flags_identical": bool(np.array_equal(part["edge"][done], glob["edge"][done])),
-           "web_class_agreement": round(agree, 4), "web_class_agreement_own_frame": round(agree_own, 4),
-           "global_s": round(tg / 2, 1), "partitioned_s": round(tp, 1)}
+           "web_class_agreement": round(float(np.mean(part["web_class"][inner] == glob["web_class"][inner])), 5)
+           if inner.any() else None,
+           "web_class_agreement_incl_edge": round(float(np.mean(part["web_class"][done] == glob["web_class"][done])), 5)}
+    for c in ("delta", "lambda1", "lambda3", "dist_filament_mpc"):
+        d = np.abs(part[c][inner] - glob[c][inner])
+        both_nan = np.isnan(part[c][inner]) & np.isnan(glob[c][inner])
+        row[f"{c}_max_abs_diff"] = float(f"{np.nanmax(d, initial=0.0):.3g}")
+        row[f"{c}_frac_within_1e-6"] = round(float(np.mean((d <= 1e-6) | both_nan)), 5) if inner.any() else None
+    row |= {"global_s": round(tg, 1), "partitioned_s": round(tp, 1)}
     say("decomposition", json.dumps(row))
     return row
 
@@ -122,7 +118,7 @@ def truth_metrics(cat: pl.DataFrame, axes_radecz: np.ndarray, params: CosmicWebP
 
 
 def fraction_grid(ra, dec, z, params: CosmicWebParams, smoothings, thresholds):
-    """T-web volume fractions over a grid of (R_s, λ_th), one lattice per R_s."""
+    """T-web volume fractions over a grid of (R_s, λ_th), one lattice per R_s (params' kernels and tidal radius)."""
     chi_lo, chi_hi = params.chi_range()
     fp = FP.occupied_pixels(ra, dec, params.footprint_nside)
     xyz = radecz_to_xyz(ra, dec, z, params.cosmology)
@@ -132,13 +128,17 @@ def fraction_grid(ra, dec, z, params: CosmicWebParams, smoothings, thresholds):
     rand = FP.volume_randoms(fp, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3, params.seed)
     rows = []
     for rs in smoothings:
-        lat = T.Lattice.around(np.concatenate([xyz[tr], rand]), params.cell_mpc, 3 * rs + 2 * params.cell_mpc)
-        delta, window = T.density_contrast(lat, xyz[tr], rand, nbar, params.random_density_mpc3, rs)
+        reach = T.locality_radius(params.cell_mpc, rs, params.smoothing_truncation_sigma,
+                                  params.tidal_radius_mpc or 0.0)
+        lat = T.Lattice.around(np.concatenate([xyz[tr], rand]), params.cell_mpc, 0.5 * reach + 2 * params.cell_mpc)
+        delta, window = T.density_contrast(lat, xyz[tr], rand, nbar, params.random_density_mpc3, rs,
+                                           params.window_min, params.smoothing_truncation_sigma)
         cells = np.flatnonzero(window.ravel() >= params.window_min)
-        lam = T.eigenvalues(T.tensor_cells(T.tidal_tensor(lat, delta), cells))
+        lam = T.eigenvalues(T.tensor_cells(T.tidal_tensor(lat, delta, params.tidal_radius_mpc), cells))
         for th in thresholds:
             f = T.volume_fractions(T.web_class(lam, th))
-            rows.append({"R_s": rs, "lambda_th": th, **{k: round(v, 3) for k, v in f.items()}})
+            rows.append({"R_s": rs, "tidal_radius": params.tidal_radius_mpc, "lambda_th": th,
+                         **{k: round(v, 3) for k, v in f.items()}})
     return rows
 
 
@@ -177,6 +177,47 @@ def read_fits(path, cols):
     return [np.asarray(t[c], np.float64) for c in cols]
 
 
+def real_catalogs(base: CosmicWebParams) -> dict:
+    """SDSS DR7 and GAMA positions with their tracer redshift ranges: name -> (ra, dec, z, params)."""
+    sra, sdec, sz = read_fits(DATA / "sdss_dr7_vollim_vast.fits", ["ra", "dec", "z"])
+    gra, gdec, gz = read_fits(DATA / "gama_gold_dryrun.fits", ["RA", "DEC", "ZGAMA"])
+    return {"sdss_dr7": (sra, sdec, sz, replace(base, tracer_zmin=0.03, tracer_zmax=0.107)),
+            "gama": (gra, gdec, gz, replace(base, tracer_zmin=0.04, tracer_zmax=0.26))}
+
+
+def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None) -> list[dict]:
+    """On the positions mock: galaxy accuracy against the truth class and volume fractions over (R_s, λ_th)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cat = make_positions_mock(PositionsMockConfig()).catalog
+    ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
+    truth = cat["web_class_true"].to_numpy()
+    rows = []
+    for rs in smoothings:
+        d = CosmicWebParams()
+        reach = T.locality_radius(d.cell_mpc, rs, d.smoothing_truncation_sigma, tidal_radius) if tidal_radius else 0
+        p = CosmicWebParams(smoothing_mpc=rs, tidal_radius_mpc=tidal_radius, filament_method="none",
+                            buffer_mpc=max(d.buffer_mpc, reach))
+        r = cosmic_web(ra, dec, z, replace(p, lambda_th=-1e9), want_cell_eigenvalues=True)
+        c = r.columns
+        ok = ~c["edge"] & np.isfinite(c["lambda1"])
+        lam = np.stack([c[f"lambda{i}"][ok] for i in (1, 2, 3)], 1)
+        for th in thresholds:
+            pred = T.web_class(lam, th)
+            cm = confusion(truth[ok], pred)
+            f = T.volume_fractions(T.web_class(r.extra["cell_eigenvalues"], th))
+            row = {"R_s": rs, "tidal_radius": tidal_radius, "lambda_th": th,
+                   "accuracy": round(float(np.trace(cm) / cm.sum()), 4),
+                   "balanced_accuracy": round(float(np.mean(np.diag(cm) / np.maximum(cm.sum(1), 1))), 4),
+                   **{f"vol_{k}": round(v, 3) for k, v in f.items()},
+                   **{f"gal_{NAMES[i]}": round(float(np.mean(pred == i)), 3) for i in range(4)},
+                   "distance_to_desi_dr1": round(distance_to_desi(f), 3), "confusion": cm.tolist()}
+            rows.append(row)
+            say("calibrate", json.dumps({k: v for k, v in row.items() if k != "confusion"}))
+    say("truth galaxy fractions", {NAMES[i]: round(float(np.mean(truth[ok] == i)), 3) for i in range(4)})
+    (out / f"calibration_rt{tidal_radius}.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def validate(out: Path, quick: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -197,15 +238,13 @@ def validate(out: Path, quick: bool) -> dict:
     results["fraction_grid"], results["desi_like_choice"] = grid, best
     say("closest to DESI DR1", best)
     results["truth"] = truth_metrics(cat, axes, base, out)
-    results["decomposition_mock"] = decomposition("positions_mock", ra, dec, z, base, nside=8)
+    results["decomposition_mock"] = decomposition("positions_mock", ra, dec, z, base, nside=8,
+                                                  max_partitions=4 if quick else None)
     if DATA.exists():
-        sra, sdec, sz = read_fits(DATA / "sdss_dr7_vollim_vast.fits", ["ra", "dec", "z"])
-        sdss = replace(base, tracer_zmin=0.03, tracer_zmax=0.107)
-        results["decomposition_sdss"] = decomposition("sdss_dr7", sra, sdec, sz, sdss, nside=8,
-                                                      max_partitions=12 if quick else None)
-        results["sdss"] = real_survey("sdss_dr7", sra, sdec, sz, sdss, out)
-        gra, gdec, gz = read_fits(DATA / "gama_gold_dryrun.fits", ["RA", "DEC", "ZGAMA"])
-        results["gama"] = real_survey("gama", gra, gdec, gz, replace(base, tracer_zmin=0.04, tracer_zmax=0.26), out)
+        for name, (cra, cdec, cz, p) in real_catalogs(base).items():
+            results[f"decomposition_{name}"] = decomposition(name, cra, cdec, cz, p, nside=8,
+                                                             max_partitions=12 if quick else None)
+            results[name] = real_survey(name, cra, cdec, cz, p, out)
     (out / "validation.json").write_text(json.dumps(results, indent=1))
     say(f"wrote {out / 'validation.json'}")
     return results
@@ -293,7 +332,12 @@ def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density",
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["validate", "scaling", "one", "mock"])
+    p.add_argument("what", choices=["validate", "truth", "fractions", "decompose", "calibrate", "calibration-plot", "scaling", "one",
+                                    "mock"])
+    p.add_argument("--smoothings", default="3,4,6,8")
+    p.add_argument("--thresholds", default="0,0.1,0.2,0.3,0.4,0.5,0.7,1.0")
+    p.add_argument("--tidal-radius", type=float, default=CosmicWebParams().tidal_radius_mpc,
+                   help="tidal radius (Mpc); 0: the whole lattice")
     p.add_argument("--series", default="density,area")
     p.add_argument("--modes", default="global,partitioned")
     p.add_argument("--density", type=float, default=1e-3)
@@ -314,6 +358,37 @@ def main(argv=None) -> int:
             "ra", "dec", "z").write_parquet(a.catalog)
     elif a.what == "validate":
         validate(Path(a.out), a.quick)
+    elif a.what == "decompose":
+        base = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4)
+        if a.catalog == "mock":
+            cat = make_positions_mock(PositionsMockConfig()).catalog
+            cats = {"positions_mock": (*(cat[c].to_numpy() for c in ("ra", "dec", "z")), base)}
+        else:
+            cats = {k: v for k, v in real_catalogs(base).items() if k.startswith(a.catalog)}
+        for name, (cra, cdec, cz, cp) in cats.items():
+            decomposition(name, cra, cdec, cz, cp, a.nside, a.partitions or None)
+    elif a.what == "truth":  # confusion matrix and DIST_FILAMENT per method at the defaults, on the positions mock
+        from desi_assets.sources.mock.positions import segments_frame
+
+        mock = make_positions_mock(PositionsMockConfig())
+        axes = segments_frame(mock.segments).select("ra_a", "dec_a", "z_a", "ra_b", "dec_b", "z_b").to_numpy()
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        res = truth_metrics(mock.catalog, axes, CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4), Path(a.out))
+        (Path(a.out) / "truth.json").write_text(json.dumps(res, indent=1))
+    elif a.what == "fractions":  # volume fractions of the real catalogs over (R_s, λ_th), compact and whole-lattice
+        for name, (cra, cdec, cz, cp) in real_catalogs(CosmicWebParams()).items():
+            for rt in (cp.tidal_radius_mpc, None):
+                for g in fraction_grid(cra, cdec, cz, replace(cp, tidal_radius_mpc=rt),
+                                       [float(x) for x in a.smoothings.split(",")],
+                                       [float(x) for x in a.thresholds.split(",")]):
+                    say("fractions", name, json.dumps(g), "distance_to_desi_dr1", round(distance_to_desi(g), 3))
+    elif a.what == "calibration-plot":  # every calibration_*.json under --out in one figure
+        rows = [r for f in sorted(Path(a.out).glob("calibration_*.json")) for r in json.loads(f.read_text())]
+        say(plot_calibration(Path(a.out) / "calibration.png", rows, DESI_DR1, "positions mock: accuracy and "
+                             "volume fractions vs λ_th; bands: DESI DR1 T-web volume fractions (arXiv:2604.02463)"))
+    elif a.what == "calibrate":
+        calibrate(Path(a.out), [float(x) for x in a.smoothings.split(",")],
+                  [float(x) for x in a.thresholds.split(",")], a.tidal_radius or None)
     else:
         scaling(Path(a.out), [float(x) for x in a.sizes.split(",")], tuple(a.series.split(",")),
                 tuple(a.modes.split(",")))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web
+from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned, survey_mean_density
 from desi_assets.storage.tables import KEY_COLUMNS
 
 #: Output columns after the input's id/RA/Dec/z (same names and units as the `cosmic_web` table).
@@ -49,12 +49,19 @@ def read_catalog(path: Path | str, columns: list[str]) -> pl.DataFrame:
 
 
 def catalog_environment(df: pl.DataFrame, params: CosmicWebParams, ra_col: str = "ra", dec_col: str = "dec",
-                        z_col: str = "z", id_col: str | None = None, mag_col: str | None = None) -> pl.DataFrame:
-    """The input's id/RA/Dec/z columns plus the cosmic-web columns, one row per input row in input order."""
+                        z_col: str = "z", id_col: str | None = None, mag_col: str | None = None,
+                        partition_nside: int | None = None) -> pl.DataFrame:
+    """The input's id/RA/Dec/z columns plus the cosmic-web columns, one row per input row in input order.
+
+    `partition_nside`: computed one NESTED HEALPix pixel at a time with its buffer (bounded memory; equal to
+    the whole-catalog run for non-edge galaxies), else in one run.
+    """
     f = lambda c: df[c].cast(pl.Float64).fill_null(np.nan).to_numpy()  # noqa: E731
-    res = cosmic_web(f(ra_col), f(dec_col), f(z_col), params, ids=df[id_col].to_numpy() if id_col else None,
-                     mag=f(mag_col) if mag_col else None)
-    c = res.columns
+    ids, mag = df[id_col].to_numpy() if id_col else None, f(mag_col) if mag_col else None
+    if partition_nside:
+        c = cosmic_web_partitioned(f(ra_col), f(dec_col), f(z_col), params, partition_nside, ids=ids, mag=mag)
+    else:
+        c = cosmic_web(f(ra_col), f(dec_col), f(z_col), params, ids=ids, mag=mag).columns
     out = df.select([x for x in (id_col, ra_col, dec_col, z_col) if x])
     extra = {k: pl.Series(k, c[k], nan_to_null=True) for k in OUTPUT_COLUMNS if k not in ("web_class", "status")}
     extra["web_class"] = web_class_series(c["web_class"])
@@ -72,6 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--z-col", default="z")
     p.add_argument("--id-col", default=None, help="column identifying duplicates (optional)")
     p.add_argument("--mag-col", default=None, help="apparent magnitude for the --abs-mag-max tracer cut")
+    p.add_argument("--partition-nside", type=int, default=None,
+                   help="run one NESTED HEALPix pixel (at this nside) at a time with its buffer, as the asset does")
     for fld in fields(CosmicWebParams):
         if fld.name in ("frame_ra_deg", "frame_dec_deg"):
             continue
@@ -87,7 +96,8 @@ def run(args: argparse.Namespace, say=print) -> int:
     cols = [c for c in (args.id_col, args.ra_col, args.dec_col, args.z_col, args.mag_col) if c]
     t0 = time.perf_counter()
     df = read_catalog(args.catalog, cols)
-    out = catalog_environment(df, params, args.ra_col, args.dec_col, args.z_col, args.id_col, args.mag_col)
+    out = catalog_environment(df, params, args.ra_col, args.dec_col, args.z_col, args.id_col, args.mag_col,
+                              getattr(args, "partition_nside", None))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.write_parquet(args.out)
     frac = out.filter(pl.col("web_class").is_not_null())["web_class"].value_counts(normalize=True).sort("web_class")
@@ -120,6 +130,29 @@ def region_of(own_pixels: np.ndarray, params: CosmicWebParams) -> np.ndarray:
     return region_pixels(own_pixels, 64, params.buffer_deg())
 
 
+def _galaxies(frame: pl.DataFrame, spectypes: tuple[str, ...], require_zwarn_zero: bool) -> pl.DataFrame:
+    """Rows used as galaxies: spectype in `spectypes` (and ZWARN == 0)."""
+    keep = frame["spectype"].is_in(list(spectypes))
+    if require_zwarn_zero:
+        keep &= frame["zwarn"].fill_null(1) == 0
+    return frame.filter(keep)
+
+
+def with_survey_density(targets: pl.DataFrame, params: CosmicWebParams, spectypes: tuple[str, ...] = ("GALAXY",),
+                        require_zwarn_zero: bool = True) -> CosmicWebParams:
+    """`params` with the survey-wide tracer n̄ (Mpc⁻³) of every `targets` row when mean_density_mpc3 is unset.
+
+    Every partition must normalise δ by the same n̄ as the global run; its own pixel + buffer would not.
+    """
+    if params.mean_density_mpc3 is not None or targets.height == 0:
+        return params
+    gal = _galaxies(targets.unique(subset=["coadd_key", "targetid"], keep="first"), spectypes, require_zwarn_zero)
+    f = lambda c: gal[c].cast(pl.Float64).fill_null(np.nan).to_numpy()  # noqa: E731
+    nbar = survey_mean_density(f("target_ra"), f("target_dec"), f("z"), params, ids=gal["targetid"].to_numpy(),
+                               footprint=np.unique(_pixels_of(targets)))
+    return replace(params, mean_density_mpc3=nbar or None)
+
+
 def environment_rows(own: pl.DataFrame, region: pl.DataFrame, params: CosmicWebParams,
                      spectypes: tuple[str, ...] = ("GALAXY",), require_zwarn_zero: bool = True,
                      make_slice: bool = False):
@@ -127,10 +160,7 @@ def environment_rows(own: pl.DataFrame, region: pl.DataFrame, params: CosmicWebP
     region = region.unique(subset=["coadd_key", "targetid"], keep="first", maintain_order=True)
     region = region.sort(["targetid", "coadd_key"])  # duplicates resolve to the same first row in every run
     footprint = np.unique(_pixels_of(region))
-    galaxy = region["spectype"].is_in(list(spectypes))
-    if require_zwarn_zero:
-        galaxy &= region["zwarn"].fill_null(1) == 0
-    gal = region.filter(galaxy)
+    gal = _galaxies(region, spectypes, require_zwarn_zero)
     own_keys = set(own["coadd_key"].unique().to_list())
     query = gal["coadd_key"].is_in(list(own_keys)).to_numpy()
     f = lambda c: gal[c].cast(pl.Float64).fill_null(np.nan).to_numpy()  # noqa: E731

@@ -14,11 +14,11 @@ import numpy as np
 
 
 def air_to_vac(wave_air: np.ndarray | float) -> np.ndarray:
-    """Air → vacuum wavelength (Å → Å), Ciddor 1996 refractive index."""
+    """Air → vacuum wavelength (Å → Å), Ciddor 1996; below 2000 Å wavelengths are vacuum already (IAU)."""
     w = np.asarray(wave_air, dtype=np.float64)
-    s2 = (1e4 / w) ** 2
+    s2 = (1e4 / np.maximum(w, 2000.0)) ** 2  # the formula has a pole at 648 Å
     n = 1.0 + 5.792105e-2 / (238.0185 - s2) + 1.67917e-3 / (57.362 - s2)
-    return w * n
+    return np.where(w >= 2000.0, w * n, w)
 
 
 def vac_to_air(wave_vac: np.ndarray | float) -> np.ndarray:

@@ -70,6 +70,13 @@ _FIBERMAP_COPY = {
     "FLUX_G": "flux_g",
     "FLUX_R": "flux_r",
     "FLUX_Z": "flux_z",
+    "FLUX_W1": "flux_w1",
+    "FLUX_W2": "flux_w2",
+    "FLUX_IVAR_G": "flux_ivar_g",
+    "FLUX_IVAR_R": "flux_ivar_r",
+    "FLUX_IVAR_Z": "flux_ivar_z",
+    "FLUX_IVAR_W1": "flux_ivar_w1",
+    "FLUX_IVAR_W2": "flux_ivar_w2",
 }
 _TARGET_BITS = ("DESI_TARGET", "BGS_TARGET", "MWS_TARGET", "SCND_TARGET")
 

@@ -69,6 +69,13 @@ TARGETS = TableSpec(
         _f("flux_g", pa.float32(), "Legacy Surveys g flux, nanomaggy"),
         _f("flux_r", pa.float32(), "Legacy Surveys r flux, nanomaggy"),
         _f("flux_z", pa.float32(), "Legacy Surveys z flux, nanomaggy"),
+        _f("flux_w1", pa.float32(), "unWISE W1 (3.4 µm) flux, nanomaggy (null if FIBERMAP lacks it)"),
+        _f("flux_w2", pa.float32(), "unWISE W2 (4.6 µm) flux, nanomaggy"),
+        _f("flux_ivar_g", pa.float32(), "inverse variance of flux_g, nanomaggy⁻²"),
+        _f("flux_ivar_r", pa.float32(), "inverse variance of flux_r, nanomaggy⁻²"),
+        _f("flux_ivar_z", pa.float32(), "inverse variance of flux_z, nanomaggy⁻²"),
+        _f("flux_ivar_w1", pa.float32(), "inverse variance of flux_w1, nanomaggy⁻²"),
+        _f("flux_ivar_w2", pa.float32(), "inverse variance of flux_w2, nanomaggy⁻²"),
         _f("z", pa.float64(), "redrock redshift"),
         _f("zerr", pa.float64(), "redrock redshift error"),
         _f("zwarn", pa.int64(), "redrock ZWARN bits (0 good)"),
@@ -351,11 +358,72 @@ KINEMATICS_AND_LINES = register(TableSpec(
 ))
 
 
+# --- Stellar populations (issue 14): calibrated posteriors of mass, SFR, age, dust and metallicity. ---
+#: Parameter -> (unit, what): the columns {p}_p2_5, {p}_p16, {p}_p50, {p}_p84, {p}_p97_5 of both tables.
+STELLAR_POP_PARAMS: dict[str, tuple[str, str]] = {
+    "logmass": ("log10(Msun)", "stellar mass (surviving, total galaxy)"),
+    "sfr": ("solMass/yr", "star-formation rate averaged over 100 Myr"),
+    "age_mw": ("Gyr", "mass-weighted stellar age"),
+    "dust_av": ("mag", "V-band dust attenuation A_V (Calzetti)"),
+    "zmet": ("Zsun", "stellar metallicity Z/Zsun"),
+}
+#: Percentile suffixes of the posterior columns and the percentiles they stand for.
+STELLAR_POP_PERCENTILES: dict[str, float] = {"p2_5": 2.5, "p16": 16.0, "p50": 50.0, "p84": 84.0, "p97_5": 97.5}
+
+
+def _posterior_fields() -> list[pa.Field]:
+    return [_f(f"{p}_{q}", pa.float64(), f"{what}, {pct:g}th percentile of the posterior, {unit}")
+            for p, (unit, what) in STELLAR_POP_PARAMS.items() for q, pct in STELLAR_POP_PERCENTILES.items()]
+
+
+STELLAR_POPULATIONS = register(TableSpec(
+    "stellar_populations",
+    pa.schema(KEY_FIELDS + [
+        _f("z", pa.float64(), "redrock redshift used"),
+        *_posterior_fields(),
+        _f("method", pa.string(), "fast (the calibrated fast path; Bagpipes posteriors are in "
+                                  "stellar_population_samples)"),
+        _f("fit_status", pa.string(), "ok, ok_spectrum_only (no usable photometry: spectrum alone), a fit failure "
+                                      "(bad_flux, z_out_of_range, ...) or why the row was skipped: not_galaxy, zwarn "
+                                      "(ZWARN ≠ 0), no_data (no preprocessed spectrum / not usable)"),
+        _f("cost_s", pa.float64(), "CPU seconds of this galaxy's fit (batch time / galaxies), s"),
+        _f("chi2_dof", pa.float64(), "reduced χ² of the best model (fast path)"),
+        _f("snr", pa.float64(), "continuum S/N per 0.8 Å pixel: median of flux·√ivar over the 496 bins / 4 "
+                                "(fast.spectrum_snr)"),
+        _f("dn4000_used", pa.float64(), "Dn4000 the tension flag used (emission-corrected when fitted, else raw)"),
+        _f("hdelta_a_used", pa.float64(), "HδA the tension flag used, rest-frame Å"),
+        _f("index_age_gyr", pa.float64(), "age implied by Dn4000 and HδA alone, Gyr"),
+        _f("tension_flag", pa.bool_(), "the posterior age disagrees with the Dn4000/HδA age (frosted or quenched "
+                                       "histories the prior cannot represent); null without indices"),
+        _f("model_version", pa.string(), "stellar_population_model version that produced the row"),
+    ]),
+    "Stellar mass, SFR, mass-weighted age, A_V and Z of every spectrum (fast path; one row per target with a "
+    "fit_status, like kinematics_and_lines): p2.5/p16/p50/p84/p97.5 of each posterior.",
+))
+
+STELLAR_POPULATION_SAMPLES = register(TableSpec(
+    "stellar_population_samples",
+    pa.schema(KEY_FIELDS + [
+        _f("z", pa.float64(), "redrock redshift the fit was run at"),
+        *_posterior_fields(),
+        _f("method", pa.string(), "bagpipes (nautilus; delayed-τ SFH, Calzetti dust, nebular emission)"),
+        _f("fit_status", pa.string(), "ok, ok_spectrum_only, or why the fit failed (timeout, error: ...)"),
+        _f("cost_s", pa.float64(), "wall seconds of this galaxy's fit in its worker, s"),
+        _f("snr", pa.float64(), "continuum S/N per 0.8 Å pixel (fast.spectrum_snr): the priority of the subset"),
+        _f("n_samples", pa.int32(), "posterior samples stored per parameter"),
+        *[_f(f"{p}_samples", F32L, f"posterior samples of {p}, {unit}") for p, (unit, _) in STELLAR_POP_PARAMS.items()],
+    ]),
+    "Bagpipes posteriors of the priority subset (brightest N galaxies per partition by S/N): percentiles and "
+    "the equally weighted samples, for users who want them and for validating the fast path.",
+))
+
+
 # --- The validated catalog (DESIGN §5): one row per (coadd_key, targetid); columns from every layer. ---
 #: Catalog column -> (source table, source column, Arrow type, unit, doc). Source None: computed by the join
 #: (storage.catalog). A layer whose table is absent leaves its columns null, and the join names them.
-_STELLAR_POP = {"logmass": ("log10(Msun)", "stellar mass"), "sfr": ("solMass/yr", "star-formation rate"),
-                "age": ("Gyr", "mass-weighted stellar age"), "dust_av": ("mag", "V-band dust attenuation A_V")}
+#: Stellar-population catalog columns: catalog prefix -> table parameter (age keeps the catalog name `age_*`
+#: that the examples query; its source is `age_mw_*`).
+_STELLAR_POP = {"logmass": "logmass", "sfr": "sfr", "age": "age_mw", "dust_av": "dust_av", "zmet": "zmet"}
 
 
 def _catalog_columns() -> dict[str, tuple[str | None, str | None, pa.DataType, str, str]]:
@@ -418,11 +486,15 @@ def _catalog_columns() -> dict[str, tuple[str | None, str | None, pa.DataType, s
         for kind, unit in (("flux", "1e-17 erg/(s cm2)"), ("ew", "Angstrom")):
             add(f"{kind}_{line}", "kinematics_and_lines", f"{kind}_{line}", pa.float64(), unit)
             add(f"{kind}_{line}_err", "kinematics_and_lines", f"{kind}_{line}_err", pa.float64(), unit)
-    add("stellar_pop_status", "stellar_populations", "status", pa.string(), "", "stellar_populations row status")
-    for q, (unit, what) in _STELLAR_POP.items():
-        for p in ("p16", "p50", "p84"):
-            add(f"{q}_{p}", "stellar_populations", f"{q}_{p}", pa.float64(), unit,
-                f"{what}, {p[1:]}th percentile of the posterior, {unit}")
+    add("stellar_pop_status", "stellar_populations", "fit_status", pa.string(), "")
+    add("stellar_pop_method", "stellar_populations", "method", pa.string(), "")
+    add("stellar_pop_cost_s", "stellar_populations", "cost_s", pa.float64(), "s")
+    add("stellar_pop_tension", "stellar_populations", "tension_flag", pa.bool_(), "")
+    add("stellar_pop_model_version", "stellar_populations", "model_version", pa.string(), "")
+    for name, param in _STELLAR_POP.items():
+        unit = STELLAR_POP_PARAMS[param][0]
+        for q in STELLAR_POP_PERCENTILES:
+            add(f"{name}_{q}", "stellar_populations", f"{param}_{q}", pa.float64(), unit)
     add("cosmic_web_status", "cosmic_web", "status", pa.string(), "")
     add("web_class", "cosmic_web", "web_class", pa.int8(), "")
     for col, name, unit in [("dist_filament_mpc", "dist_filament_mpc", "Mpc"), ("sigma_5", "sigma_5", "Mpc-2"),

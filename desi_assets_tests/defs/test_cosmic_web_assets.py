@@ -40,7 +40,7 @@ def test_cosmic_web_writes_one_row_per_target(small_survey, resources, lakehouse
     assert checks["cosmic_web_rows_complete"] and set(checks) == {
         "cosmic_web_rows_complete", "cosmic_web_valid_redshifts", "cosmic_web_edge_fraction"}
     ok = rows.filter(pl.col("status") == "ok")
-    assert ok["edge"].all()  # a 4-pixel mock is all edge at a 20 Mpc buffer
+    assert ok["edge"].all()  # a 4-pixel mock is all edge at the default buffer
     assert ok["d5_mpc"].drop_nulls().min() > 0
 
 
@@ -89,3 +89,32 @@ def test_cli_on_a_parquet_catalog_keeps_input_order(tmp_path):
     assert got["targetid"].to_list() == src["targetid"].to_list()
     assert {"d5_mpc", "d10_mpc", "sigma_5", "web_class", "dist_filament_mpc", "edge"} <= set(got.columns)
     assert np.isfinite(got["d5_mpc"].drop_nulls().to_numpy()).all() and got["web_class"].drop_nulls().len() > 0
+    # --partition-nside: pixel by pixel with buffers, the same columns and values as the one-run catalog
+    part = tmp_path / "part.parquet"
+    assert main(["cosmic-web", "--catalog", str(cat), "--out", str(part), "--id-col", "targetid",
+                 "--tracer-zmin", "0.05", "--tracer-zmax", "0.12", "--partition-nside", "16"]) == 0
+    gp = pl.read_parquet(part)
+    assert gp.columns == got.columns and gp["targetid"].to_list() == src["targetid"].to_list()
+    for col in ("d5_mpc", "web_class", "edge"):
+        assert gp[col].to_list() == got[col].to_list(), col
+
+
+def test_survey_density_counts_unique_galaxies_over_the_footprint_volume():
+    import healpy as hp
+
+    from dataclasses import replace
+
+    from desi_assets.cosmic_web_catalog import with_survey_density
+    from desi_assets.science.cosmic_web import CosmicWebParams
+
+    params = CosmicWebParams(footprint_nside=64, tracer_zmin=0.1, tracer_zmax=0.2)
+    ra, dec = hp.pix2ang(64, np.array([100, 100, 100, 101, 101]), nest=True, lonlat=True)
+    t = pl.DataFrame({"coadd_key": ["a", "a", "b", "c", "d"], "targetid": [1, 1, 2, 3, 4],
+                      "target_ra": ra, "target_dec": dec, "z": [0.15, 0.15, 0.15, 0.15, 0.3],
+                      "zwarn": [0, 0, 0, 0, 0], "spectype": ["GALAXY", "GALAXY", "STAR", "GALAXY", "GALAXY"],
+                      "healpix": [100, 100, 100, 101, 101]})
+    got = with_survey_density(t, params).mean_density_mpc3
+    chi_lo, chi_hi = params.chi_range()
+    vol = 2 * hp.nside2pixarea(64) / 3 * (chi_hi**3 - chi_lo**3)
+    assert got == pytest.approx(2 / vol)  # targets 1 (once) and 3: the star and the z = 0.3 galaxy do not count
+    assert with_survey_density(t, replace(params, mean_density_mpc3=1e-3)).mean_density_mpc3 == 1e-3

@@ -40,6 +40,12 @@ def test_real_healpix_and_tile_coadds_land(ingest, production):
     if production == "iron":
         assert t["z"][0] == pytest.approx(0.3687, abs=1e-3)
         assert t["healpix"][0] is not None  # derived from TARGET_RA/DEC for a tile coadd
+        # Legacy Surveys DR9 photometry and its ivars, as in the file's FIBERMAP (nanomaggy, nanomaggy⁻²)
+        row = t.row(0, named=True)
+        want = {"flux_w1": 7.0080523, "flux_w2": 6.4403596, "flux_ivar_g": 537.6269, "flux_ivar_r": 177.3541,
+                "flux_ivar_z": 54.752712, "flux_ivar_w1": 3.9439182, "flux_ivar_w2": 0.95099264}
+        assert {k: row[k] for k in want} == pytest.approx(want, rel=1e-6)
+        assert all(t.schema[k] == pl.Float32 for k in want)
 
 
 def test_real_bad_fibres_are_flagged_not_lost(ingest):
@@ -47,6 +53,10 @@ def test_real_bad_fibres_are_flagged_not_lost(ingest):
     t = lh.read("targets")
     # every row of every readable fuji file is in targets: none silently dropped
     assert t.filter(pl.col("coadd_key") == "sv3-dark-26065").height == 5
+    # a trimmed FIBERMAP (TARGETID only) gives null photometry, a full one gives values
+    trimmed = t.filter(pl.col("coadd_key") == "sv3-dark-9144")
+    assert trimmed.height == 2 and trimmed["flux_ivar_w1"].null_count() == 2 and trimmed["flux_w2"].null_count() == 2
+    assert t.filter(pl.col("coadd_key") == "sv3-dark-26065")["flux_ivar_g"].null_count() == 0
     broken = t.filter(~pl.col("usable"))
     assert broken.height > 0 and (broken["quality_reason"] != "OK").all()
     # unusable rows never reach preprocessing; usable ones all do

@@ -8,7 +8,7 @@ import pytest
 from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import tweb as T
-from desi_assets.science.cosmic_web.coords import C_KMS, comoving_distance, mean_direction, radecz_to_xyz
+from desi_assets.science.cosmic_web.coords import C_KMS, comoving_distance, radecz_to_xyz
 from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
 
 
@@ -98,23 +98,71 @@ def test_mst_skeleton_recovers_a_line_of_points():
 def mock():
     from desi_assets.sources.mock.positions import PositionsMockConfig, make_positions_mock
 
-    return make_positions_mock(PositionsMockConfig(radius_deg=6.0, zmin=0.05, zmax=0.15, density_mpc3=3e-3,
+    return make_positions_mock(PositionsMockConfig(radius_deg=12.0, zmin=0.15, zmax=0.25, density_mpc3=1e-3,
                                                    seed=3)).catalog
 
 
+#: Compact T-web small enough for a test: reach 4·3 + 10 + 2√3·4 = 35.9 Mpc ≤ the 36 Mpc buffer, so a
+#: partition reads an nside-16 pixel plus ~3° around it out of the 12° cap.
+SMALL = CosmicWebParams(tracer_zmin=0.15, tracer_zmax=0.25, cell_mpc=4.0, smoothing_mpc=3.0, tidal_radius_mpc=10.0,
+                        buffer_mpc=36.0)
+
+
 def test_partitioned_equals_global_for_non_edge_galaxies(mock):
+    import healpy as hp
+
     ra, dec, z = (mock[c].to_numpy() for c in ("ra", "dec", "z"))
-    base = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.15, buffer_mpc=16.0, smoothing_mpc=5.0, cell_mpc=4.0)
-    glob0 = cosmic_web(ra, dec, z, base)
-    fra, fdec = mean_direction(ra, dec)
-    params = replace(base, frame_ra_deg=fra, frame_dec_deg=fdec, mean_density_mpc3=glob0.mean_density_mpc3)
-    glob = cosmic_web(ra, dec, z, params).columns
-    part = cosmic_web_partitioned(ra, dec, z, params, nside=16)
-    inner = ~glob["edge"]
-    assert inner.sum() > 300 and np.array_equal(part["edge"], glob["edge"])
-    for col in ("d5_mpc", "d10_mpc", "sigma_5"):
-        np.testing.assert_array_equal(part[col][inner], glob[col][inner])
-    assert np.mean(part["web_class"][inner] == glob["web_class"][inner]) >= 0.99
+    glob = cosmic_web(ra, dec, z, SMALL).columns  # defaults: no frame or n̄ handed over by hand
+    pix = hp.ang2pix(16, ra, dec, nest=True, lonlat=True)
+    inner_pix = np.bincount(pix[~glob["edge"]], minlength=hp.nside2npix(16))
+    pixels = np.argsort(inner_pix)[-3:]  # the three nside-16 pixels with the most non-edge galaxies
+    part = cosmic_web_partitioned(ra, dec, z, SMALL, nside=16, only_pixels=pixels)
+    done = np.isin(pix, pixels)
+    inner = done & ~glob["edge"]
+    assert inner.sum() > 1000 and done.sum() < 0.5 * len(ra) and np.array_equal(part["edge"][done], glob["edge"][done])
+    for col in ("d5_mpc", "d10_mpc", "sigma_5", "web_class", "dist_filament_mpc"):
+        np.testing.assert_array_equal(part[col][inner], glob[col][inner], err_msg=col)
+    for col in ("delta", "lambda1", "lambda2", "lambda3"):  # the same lattice cells: FFT round-off only
+        np.testing.assert_allclose(part[col][inner], glob[col][inner], rtol=0, atol=1e-9, err_msg=col)
+    # control: the whole-lattice tidal field reaches past any buffer, and the comparison sees it
+    far = replace(SMALL, tidal_radius_mpc=None)
+    glob_far = cosmic_web(ra, dec, z, far).columns
+    part_far = cosmic_web_partitioned(ra, dec, z, far, nside=16, only_pixels=pixels[-1:])
+    one = (pix == pixels[-1]) & ~glob["edge"]
+    assert np.nanmax(np.abs(part_far["lambda1"][one] - glob_far["lambda1"][one])) > 1e-3
+
+
+def test_params_reject_a_buffer_below_the_tweb_reach():
+    with pytest.raises(ValueError, match="locality_mpc"):
+        replace(SMALL, buffer_mpc=30.0)
+    assert replace(SMALL, tidal_radius_mpc=None, buffer_mpc=30.0).locality_mpc() == np.inf
+
+
+def test_compact_tidal_kernel_is_local_and_keeps_the_trace():
+    lat = T.Lattice(np.zeros(3), (40, 40, 40), 1.0)
+    delta = np.zeros(lat.shape)
+    delta[20, 20, 20] = 1.0
+    tensor = T.tidal_tensor(lat, delta, radius=6.0)
+    np.testing.assert_allclose(tensor[0] + tensor[1] + tensor[2], delta, atol=1e-6)  # tr T = δ
+    i, j, k = np.meshgrid(*(np.arange(40) - 20,) * 3, indexing="ij")
+    far = i**2 + j**2 + k**2 > 6.0**2
+    assert max(np.abs(c[far]).max() for c in tensor) < 1e-6  # nothing beyond the tidal radius
+    near = T.tidal_tensor(lat, delta)  # the whole-lattice kernel: same shear inside, nonzero outside
+    assert abs(tensor[0][23, 20, 20] - near[0][23, 20, 20]) < 0.05 * abs(near[0][23, 20, 20])
+    assert np.abs(near[0][far]).max() > 1e-4
+
+
+def test_self_density_is_a_lone_tracers_own_delta():
+    lat = T.Lattice(np.zeros(3), (32, 32, 32), 2.0)
+    p = np.array([[31.3, 30.1, 33.7]])
+    nbar, r_s = 1e-3, 3.0
+    window = np.ones(lat.shape)  # fully inside the footprint
+    rho = T.gaussian_smooth(lat, T.cic_assign(lat, p), r_s, truncate_sigma=4.0) / (nbar * lat.cell**3)
+    d_self = T.self_density(lat, p, nbar, r_s, 4.0, window)
+    np.testing.assert_allclose(d_self, T.cic_interpolate(lat, rho, p), rtol=1e-10)
+    # ≈ the Gaussian's peak over n̄, with CIC assignment and interpolation each adding h²/6 to σ² per axis
+    sig2 = r_s**2 + lat.cell**2 / 3
+    assert d_self[0] == pytest.approx(1 / ((2 * np.pi * sig2) ** 1.5 * nbar), rel=0.1)
 
 
 def test_bad_input_is_flagged_never_dropped():
@@ -145,7 +193,7 @@ def test_empty_catalog_and_single_galaxy():
 
 def test_params_reject_a_buffer_below_two_smoothing_lengths():
     with pytest.raises(ValueError, match="buffer_mpc"):
-        CosmicWebParams(smoothing_mpc=10.0, buffer_mpc=15.0)
+        CosmicWebParams(smoothing_mpc=10.0, buffer_mpc=15.0, tidal_radius_mpc=None)
 
 
 def test_coordinates_match_astropy():

@@ -47,3 +47,12 @@ def test_hdelta_flat_is_zero_and_gaussian_ew_recovered():
     # a sloped continuum must not change the answer much
     slope = 1 + (w - 4100) / 2000
     assert hdelta_a(w, flux * slope) == pytest.approx(ew, rel=0.03)
+
+
+def test_air_to_vac_leaves_the_far_uv_alone_and_stays_increasing():
+    import numpy as np
+
+    w = np.geomspace(100.0, 1e5, 5000)  # Ciddor's formula has a pole at 648 Å
+    v = air_to_vac(w)
+    assert np.all(np.diff(v) > 0)
+    assert np.array_equal(v[w < 2000], w[w < 2000])

@@ -18,7 +18,7 @@ from desi_assets.sources.mock.anomalies import ANOMALY_CLASSES
 from desi_assets.sources.mock.columns import EXP_FIBERMAP_COLUMNS, FIBERMAP_COLUMNS, SCORES_COLUMNS
 from desi_assets.sources.mock.datamodel import make_redshifts
 from desi_assets.sources.mock.survey import pixel_counts
-from desi_assets.sources.mock.galaxies import restframe_indices
+from desi_assets.sources.mock.galaxies import SFH_KINDS, age_weights_for, restframe_indices_from_weights
 from desi_assets.sources.mock.instrument import noise_sigma, noise_table
 from desi_assets.sources.model import QualityFlag
 from desi_assets.sources.reader import read_coadd
@@ -151,12 +151,102 @@ def test_files_identical_for_same_seed(tmp_path):
 def test_dn4000_truth_regenerates_from_noiseless_model(mock_survey):
     _, _, truth = mock_survey
     g = truth.filter(pl.col("dn4000").is_not_null()).head(40)
-    dn, hd = restframe_indices(*(g[c].to_numpy() for c in ("tstart_gyr", "tau_gyr", "zmet_zsun", "av", "vdisp")))
+    dn, hd = restframe_indices_from_weights(_weights(g), *(g[c].to_numpy() for c in ("zmet_zsun", "av", "vdisp")))
     assert np.allclose(dn, g["dn4000"].to_numpy(), rtol=1e-3)
     assert np.allclose(hd, g["hdelta_a"].to_numpy(), atol=0.02)
     lrg, elg = truth.filter(pl.col("tracer") == "LRG"), truth.filter(pl.col("tracer") == "ELG")
     assert lrg["dn4000"].median() > 1.5 > elg["dn4000"].median()
     assert 0.8 < truth["dn4000"].min() and truth["dn4000"].max() < 2.7
+
+
+def _weights(truth: pl.DataFrame) -> np.ndarray:
+    """Age weights (n, 221) of mock galaxies rebuilt from their truth columns (null → NaN)."""
+    cols = ("tstart_gyr", "tau_gyr", "burst_age_gyr", "burst_mass_frac", "quench_age_gyr")
+    return age_weights_for(truth["sfh_kind"].to_numpy(), *(truth[c].fill_null(np.nan).to_numpy() for c in cols))
+
+
+@pytest.fixture(scope="module")
+def variant_pixel():
+    """A bright (BGS) pixel with 30% frosted and 30% quenched galaxies, for the SFH-variant truth."""
+    cfg = MockSurveyConfig(n_pixels=3, spectra_scale=0.12, frosted_fraction=0.3, quenched_fraction=0.3)
+    return simulate_healpix(cfg, pixel_programs(3, cfg.seed).index("bright"))
+
+
+def test_frosted_and_quenched_galaxies_carry_their_truth(variant_pixel, mock_survey):
+    gal = variant_pixel.truth.filter(pl.col("spectype") == "GALAXY")
+    kinds = gal["sfh_kind"].to_list()
+    assert set(kinds) <= set(SFH_KINDS) and {"frosted", "quenched", "delayed_tau"} <= set(kinds)
+    fro, que = (gal.filter(pl.col("sfh_kind") == k) for k in ("frosted", "quenched"))
+    other = gal.filter(~pl.col("sfh_kind").is_in(["frosted", "quenched"]))
+    assert fro.height >= 5 and que.height >= 5
+    assert fro["burst_age_gyr"].null_count() == 0 and fro["quench_age_gyr"].null_count() == fro.height
+    assert que["quench_age_gyr"].null_count() == 0 and que["burst_mass_frac"].null_count() == que.height
+    assert other["burst_age_gyr"].null_count() == other["quench_age_gyr"].null_count() == other.height
+    assert fro["burst_age_gyr"].is_between(0.01, 1.0).all() and fro["burst_mass_frac"].is_between(0.005, 0.05).all()
+    assert (que["quench_age_gyr"] < que["tstart_gyr"]).all() and (que["sfr"] == 0).all()
+    # logmass, sfr, age and the indices are those of the actual weights
+    from desi_assets.science.stellar_populations.sps import properties_from_weights
+
+    props = properties_from_weights(_weights(gal), gal["zmet_zsun"].to_numpy())
+    assert np.allclose(props["age_mw_gyr"], gal["age_gyr"].to_numpy(), rtol=1e-9)
+    formed = 10 ** gal["logmass"].to_numpy() / props["live_frac"]
+    assert np.allclose(formed * props["sfr_per_msun"], gal["sfr"].to_numpy(), rtol=1e-9)
+    var = gal.filter(pl.col("sfh_kind").is_in(["frosted", "quenched"]))
+    dn, hd = restframe_indices_from_weights(_weights(var), *(var[c].to_numpy() for c in ("zmet_zsun", "av", "vdisp")))
+    assert np.allclose(dn, var["dn4000"].to_numpy(), rtol=1e-3) and np.allclose(hd, var["hdelta_a"], atol=0.02)
+    # young bursts make frosted galaxies star-forming with Balmer-strong spectra on an old population
+    assert fro.filter(pl.col("burst_age_gyr") < 0.09)["sfr"].min() > 0
+    # the default survey: ~5% of BGS/LRG galaxies each, none among ELGs
+    _, _, truth = mock_survey
+    bl = truth.filter(pl.col("tracer").is_in(["BGS", "LRG"]))
+    frac = {k: (bl["sfh_kind"] == k).mean() for k in ("frosted", "quenched")}
+    assert all(0.01 < f < 0.12 for f in frac.values()), frac
+    assert set(truth.filter(pl.col("tracer") == "ELG")["sfh_kind"].to_list()) <= {"delayed_tau", "starburst"}
+
+
+def test_photometry_is_the_spectrum_sed_through_the_real_curves(variant_pixel):
+    """FLUX_G/R (noiseless truth) = the in-fibre spectrum through DECam g, r, divided by the fibre fraction."""
+    from desi_assets.science.stellar_populations.photometry import band_fluxes
+
+    sim = variant_pixel
+    t = sim.truth
+    ok = ((t["spectype"] == "GALAXY") & t["anomaly_class"].is_null()).fill_null(False).to_numpy()
+    cuts = {"b": (0, 5780.0), "r": (5780.0, 7570.0), "z": (7570.0, 1e9)}
+    waves, fluxes = [], []
+    for arm, (lo, hi) in cuts.items():
+        w = sim.arms[arm]["wave"]
+        m = (w >= lo) & (w < hi)
+        waves.append(w[m])
+        fluxes.append(sim.noiseless[arm][:, m])
+    wave, flux = np.concatenate(waves), np.concatenate(fluxes, axis=1)
+    got = band_fluxes(wave, flux[ok], ("G", "R")) / t["fiberfrac"].to_numpy()[ok, None]
+    want = t.select("phot_g", "phot_r").to_numpy()[ok]
+    ratio = got / want
+    assert ok.sum() > 30
+    assert np.all(np.abs(np.median(ratio, axis=0) - 1) < 0.005) and np.all(np.abs(ratio - 1) < 0.03)
+    fm = sim.fibermap
+    science = (t["fiber_kind"] == "target").to_numpy()
+    assert np.allclose(fm["FIBERFLUX_R"][science], (t["phot_r"] * t["fiberfrac"]).to_numpy()[science], rtol=1e-5)
+
+
+def test_fibermap_photometry_noise_follows_its_ivar(mock_survey):
+    _, paths, _ = mock_survey
+    fm = np.concatenate([fits.getdata(p, "FIBERMAP") for p in sorted(paths, key=str)])
+    tr = pl.concat([pl.read_parquet(next(p.parent.glob("truth-*.parquet"))) for p in sorted(paths, key=str)],
+                   how="diagonal_relaxed")
+    science = (tr["fiber_kind"] == "target").to_numpy()
+    for b in ("G", "R", "Z", "W1", "W2"):
+        ivar = fm[f"FLUX_IVAR_{b}"][science].astype(float)
+        pull = (fm[f"FLUX_{b}"][science] - tr[f"phot_{b.lower()}"].to_numpy()[science]) * np.sqrt(ivar)
+        assert abs(np.std(pull) - 1) < 0.08 and abs(np.mean(pull)) < 0.12, b
+        depth = 22.5 - 2.5 * np.log10(5 / np.sqrt(np.median(ivar)))  # median 5σ depth, AB
+        assert depth == pytest.approx({"G": 24.0, "R": 23.4, "Z": 22.5, "W1": 21.0, "W2": 20.4}[b], abs=0.35)
+    # ingest reads them into targets
+    t = read_coadd(paths[0]).targets
+    with fits.open(paths[0]) as h:
+        f = h["FIBERMAP"].data
+        for c in ("FLUX_W1", "FLUX_W2", "FLUX_IVAR_G", "FLUX_IVAR_R", "FLUX_IVAR_Z", "FLUX_IVAR_W1", "FLUX_IVAR_W2"):
+            assert np.array_equal(t[c.lower()].to_numpy(), f[c].astype(np.float32))
 
 
 @pytest.fixture(scope="module")

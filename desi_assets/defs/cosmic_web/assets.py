@@ -5,7 +5,8 @@ import time
 import dagster as dg
 import polars as pl
 
-from desi_assets.cosmic_web_catalog import TARGET_COLUMNS, environment_rows, partition_summary, region_of
+from desi_assets.cosmic_web_catalog import (TARGET_COLUMNS, environment_rows, partition_summary, region_of,
+                                            with_survey_density)
 from desi_assets.defs.cosmic_web.config import CosmicWebConfig, check_descriptions
 from desi_assets.defs.metadata import plot_metadata
 from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
@@ -26,6 +27,9 @@ def cosmic_web(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, 
     """Read the pixel + buffer from `targets`, compute, write one row per own target."""
     cfg, params, t0 = cosmic_web_config, cosmic_web_config.params(), time.perf_counter()
     keys = list(context.partition_keys)
+    # δ is normalised by the survey-wide n̄ of every landed target, as in the global run
+    params = with_survey_density(lakehouse.scan("targets").select(TARGET_COLUMNS).collect(), params,
+                                 tuple(cfg.spectypes), cfg.require_zwarn_zero)
     own = lakehouse.read("targets", keys=keys, columns=TARGET_COLUMNS)
     near = region_of(own["healpix"].drop_nulls().unique().to_numpy(), params).tolist()
     region = lakehouse.scan("targets").select(TARGET_COLUMNS).filter(
@@ -35,7 +39,7 @@ def cosmic_web(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, 
     s = partition_summary(rows, res)
     meta = {"partitions": len(keys), "rows": n, "region_rows": region.height, "region_pixels": len(near),
             **{k: v for k, v in s.items() if k != "complete"}, "seconds": round(time.perf_counter() - t0, 3),
-            "R_s_mpc": cfg.smoothing_mpc, "lambda_th": cfg.lambda_th, "buffer_mpc": cfg.buffer_mpc,
+            "mean_density_mpc3": params.mean_density_mpc3, "R_s_mpc": cfg.smoothing_mpc, "lambda_th": cfg.lambda_th, "buffer_mpc": cfg.buffer_mpc,
             "table_version": lakehouse.version("cosmic_web")}
     if cfg.make_plot and "slice" in res.extra:
         path = lakehouse.artifact_dir("plots") / "cosmic_web" / f"{context.run_id[:8]}-{keys[0]}.png"

@@ -23,8 +23,15 @@ class CosmicWebConfig(dg.ConfigurableResource):
     tracer_zmax: float = _D.tracer_zmax
     cell_mpc: float = _D.cell_mpc
     smoothing_mpc: float = Field(default=_D.smoothing_mpc, description="Gaussian smoothing R_s, Mpc")
+    smoothing_truncation_sigma: float = Field(default=_D.smoothing_truncation_sigma,
+                                              description="the Gaussian is cut at this many R_s")
+    tidal_radius_mpc: float | None = Field(default=_D.tidal_radius_mpc, description="T_ij from δ within this "
+                                           "radius (Mpc), so that partitions equal the global run; unset: the "
+                                           "whole lattice (partitions then differ)")
     lambda_th: float = Field(default=_D.lambda_th, description="T-web eigenvalue threshold λ_th")
-    buffer_mpc: float = Field(default=_D.buffer_mpc, description="buffer read around each pixel, Mpc (≥ 2 R_s)")
+    exclude_self: bool = Field(default=_D.exclude_self, description="a tracer's δ and λ without its own cloud")
+    buffer_mpc: float = Field(default=_D.buffer_mpc, description="buffer read around each pixel, Mpc (≥ the "
+                              "T-web reach: truncation·R_s + tidal radius + 2√3 cells)")
     random_density_mpc3: float = _D.random_density_mpc3
     mean_density_mpc3: float | None = Field(default=_D.mean_density_mpc3, description="survey tracer density n̄ "
                                             "(Mpc⁻³); unset: estimated from the pixel and its buffer")
@@ -33,8 +40,9 @@ class CosmicWebConfig(dg.ConfigurableResource):
     filament_method: str = Field(default=_D.filament_method, description="tweb or mst")
     mst_max_edge_mpc: float = _D.mst_max_edge_mpc
     mst_prune: int = _D.mst_prune
-    frame_ra_deg: float | None = Field(default=None, description="grid frame centre (deg); set it (with "
-                                       "frame_dec_deg) to the survey centre for partition-independent lattices")
+    frame_ra_deg: float | None = Field(default=None, description="grid frame: +z toward (frame_ra_deg, "
+                                       "frame_dec_deg); unset: equatorial axes. Either way every partition "
+                                       "uses cells of one global lattice")
     frame_dec_deg: float | None = None
     seed: int = _D.seed
     spectypes: list[str] = Field(default_factory=lambda: ["GALAXY"], description="redrock classes used as galaxies")
@@ -62,5 +70,6 @@ def check_descriptions(config: CosmicWebConfig) -> dict[str, str]:
             f"At most {config.max_edge_fraction:.0%} of galaxies are at the edge (buffer sphere of "
             f"{config.buffer_mpc:g} Mpc leaves the footprint or {config.tracer_zmin:g} ≤ z < "
             f"{config.tracer_zmax:g}); "
-            f"T-web at R_s = {config.smoothing_mpc:g} Mpc, λ_th = {config.lambda_th:g}.",
+            f"T-web at R_s = {config.smoothing_mpc:g} Mpc, λ_th = {config.lambda_th:g}, tidal radius "
+            f"{config.tidal_radius_mpc if config.tidal_radius_mpc is not None else 'unbounded'} Mpc.",
     }

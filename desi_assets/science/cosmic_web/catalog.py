@@ -5,12 +5,14 @@
 it with its pixel plus the buffer pixels and `query` = its own rows; a survey-wide run passes
 the whole catalog. Galaxies whose buffer sphere (radius `buffer_mpc`) leaves the footprint or
 the tracer redshift range are flagged `edge`; for every other galaxy the partitioned result
-equals the global one (kNN exactly; T-web up to the lattice's far-field, see bench/cosmic_web.py).
+equals the global one: kNN exactly, and the T-web up to FFT round-off, because every run uses
+cells of one lattice fixed in equatorial comoving coordinates, one survey n̄, and compact kernels
+(a cut Gaussian and a tidal radius) whose reach `locality_mpc()` the buffer must cover.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import healpy as hp
 import numpy as np
@@ -18,15 +20,14 @@ import numpy as np
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import footprint as FP
 from desi_assets.science.cosmic_web import tweb as T
-from desi_assets.science.cosmic_web.coords import (MAX_Z, comoving_distance, frame_rotation, hubble_h0, mean_direction,
-                                                   radecz_to_xyz)
+from desi_assets.science.cosmic_web.coords import MAX_Z, comoving_distance, frame_rotation, hubble_h0, radecz_to_xyz
 from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
 
 #: Row status values (every input row gets one; nothing is dropped).
 STATUS_OK = "ok"
 STATUS_BAD_Z = "invalid_redshift"  # NaN, infinite, negative or > MAX_Z redshift, or non-finite RA/Dec
 STATUS_DUPLICATE = "duplicate"  # same id as an earlier row: values copied from it, not a tracer twice
-FILAMENT_METHODS = ("tweb", "mst")
+FILAMENT_METHODS = ("tweb", "mst", "none")  # none: no skeleton, DIST_FILAMENT is NaN
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,23 @@ class CosmicWebParams:
     tracer_zmax: float = 0.4
     tracer_abs_mag_max: float | None = None  # and M = m − 5 log10(D_L/10 pc) < this when magnitudes are given
     cell_mpc: float = 3.125  # T-web lattice cell (DESI DR1 T-web paper: 800 Mpc / 256)
-    smoothing_mpc: float = 6.0  # Gaussian R_s
-    lambda_th: float = 0.3  # eigenvalue threshold
-    buffer_mpc: float = 20.0  # partition buffer and edge-sphere radius; also the kNN search limit
+    smoothing_mpc: float = 3.0  # Gaussian R_s (calibrated on the positions mock: bench/cosmic_web.py calibrate)
+    smoothing_truncation_sigma: float = 4.0  # the Gaussian is cut at this many R_s (a compact kernel)
+    tidal_radius_mpc: float | None = 20.0  # T_ij from δ within this radius (compact); None: the whole lattice
+    lambda_th: float = 1.0  # eigenvalue threshold (calibrated with R_s on the mock's truth)
+    exclude_self: bool = True  # a tracer's δ and λ without its own cloud (leave-one-out, like the kNN)
+    buffer_mpc: float = 43.0  # partition buffer and edge-sphere radius (≥ locality_mpc()); also the kNN limit
     random_density_mpc3: float = 0.01  # randoms per Mpc³ inside the footprint
     mean_density_mpc3: float | None = None  # tracer n̄ (Mpc⁻³); None: tracers / footprint volume of the run
     footprint_nside: int = 64  # footprint = occupied pixels at this nside
     edge_nside: int = 256  # fine pixels whose centres measure a sphere's footprint coverage
     edge_coverage_min: float = 0.95  # a galaxy is at the edge when its sphere's coverage is below this
     window_min: float = 0.5  # δ is set where the smoothed random window is at least this
-    lattice_pad_mpc: float | None = None  # zero padding around the data; None: 3 R_s + 2 cells
-    filament_method: str = "mst"  # mst or tweb: the skeleton DIST_FILAMENT is measured to (mst wins on the mock)
+    lattice_pad_mpc: float | None = None  # zero padding around the data; None: enough that FFTs never wrap
+    filament_method: str = "mst"  # mst, tweb or none: the skeleton of DIST_FILAMENT (mst wins on the mock)
     mst_max_edge_mpc: float = 6.0  # MST edges longer than this are cut
     mst_prune: int = 3  # leaf-pruning passes
-    frame_ra_deg: float | None = None  # grid frame: +z toward (ra, dec); None: the run's mean direction
+    frame_ra_deg: float | None = None  # grid frame: +z toward (ra, dec); None: equatorial axes (any run)
     frame_dec_deg: float | None = None
     seed: int = 0  # randoms seed (per pixel)
 
@@ -62,6 +66,10 @@ class CosmicWebParams:
         if self.buffer_mpc < 2 * self.smoothing_mpc:
             raise ValueError(f"buffer_mpc ({self.buffer_mpc}) must be at least 2 smoothing lengths "
                              f"({2 * self.smoothing_mpc} Mpc)")
+        if self.tidal_radius_mpc is not None and self.buffer_mpc < self.locality_mpc():
+            raise ValueError(f"buffer_mpc ({self.buffer_mpc}) must cover the T-web's reach locality_mpc() = "
+                             f"{self.smoothing_truncation_sigma:g} R_s + tidal radius + 2√3 cells = "
+                             f"{self.locality_mpc():.1f} Mpc, or partitions differ from the global run")
         if not 0 <= self.tracer_zmin < self.tracer_zmax:
             raise ValueError(f"need 0 ≤ tracer_zmin < tracer_zmax, got {self.tracer_zmin}, {self.tracer_zmax}")
         if self.filament_method not in FILAMENT_METHODS:
@@ -72,6 +80,20 @@ class CosmicWebParams:
     def as_dict(self) -> dict:
         """Plain dict of the settings (for metadata and provenance)."""
         return asdict(self)
+
+    def locality_mpc(self) -> float:
+        """Mpc within which galaxies can change a point's T-web (compact kernels); inf without a tidal radius."""
+        if self.tidal_radius_mpc is None:
+            return float("inf")
+        return T.locality_radius(self.cell_mpc, self.smoothing_mpc, self.smoothing_truncation_sigma,
+                                 self.tidal_radius_mpc)
+
+    def lattice_pad(self) -> float:
+        """Zero padding (Mpc) around the data: half the reach on each side, so no FFT wraps onto a galaxy."""
+        if self.lattice_pad_mpc is not None:
+            return self.lattice_pad_mpc
+        reach = self.locality_mpc() if self.tidal_radius_mpc is not None else 3 * self.smoothing_mpc
+        return 0.5 * reach + 2 * self.cell_mpc
 
     def chi_range(self) -> tuple[float, float]:
         """Comoving distances (Mpc) of tracer_zmin and tracer_zmax."""
@@ -122,6 +144,26 @@ def _first_of_duplicates(ids: np.ndarray | None, n: int) -> np.ndarray:
     return first[inv.ravel()]
 
 
+def _usable(ra: np.ndarray, dec: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Rows with finite RA/Dec, |Dec| ≤ 90 and 0 ≤ z ≤ MAX_Z."""
+    return np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (z >= 0) & (z <= MAX_Z) & (np.abs(dec) <= 90)
+
+
+def survey_mean_density(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams,
+                        ids: np.ndarray | None = None, mag: np.ndarray | None = None,
+                        footprint: np.ndarray | None = None) -> float:
+    """Tracer n̄ (Mpc⁻³) of a whole catalog: unique valid tracers over the footprint volume in the tracer z range.
+
+    Partitions must share it (δ = ρ/n̄ − 1): a pixel's own n̄ would differ from the survey's.
+    """
+    ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
+    use = _usable(ra, dec, z) & (_first_of_duplicates(ids, ra.size) == np.arange(ra.size))
+    if footprint is None:
+        footprint = FP.occupied_pixels(ra[use], dec[use], params.footprint_nside)
+    vol = FP.footprint_volume(footprint, params.footprint_nside, *params.chi_range())
+    return float((use & tracer_mask(z, params, mag)).sum() / vol) if vol > 0 else 0.0
+
+
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
     f = lambda: np.full(n, np.nan)  # noqa: E731
     return {"comoving_distance_mpc": f(), "d5_mpc": f(), "d10_mpc": f(), "sigma_5": f(), "sigma_10": f(),
@@ -132,18 +174,20 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
 
 def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams = CosmicWebParams(),
                query: np.ndarray | None = None, ids: np.ndarray | None = None, mag: np.ndarray | None = None,
-               footprint: np.ndarray | None = None, make_slice: bool = False) -> CosmicWebResult:
+               footprint: np.ndarray | None = None, make_slice: bool = False,
+               want_cell_eigenvalues: bool = False) -> CosmicWebResult:
     """Environment columns for the `query` rows (bool mask; default all) of a catalog of RA, Dec (deg) and z.
 
     `ids` identify duplicates; `mag` (apparent, AB) enables the absolute-magnitude tracer cut; `footprint`
-    (NESTED pixels at params.footprint_nside) defaults to the occupied pixels of the valid rows.
+    (NESTED pixels at params.footprint_nside) defaults to the occupied pixels of the valid rows;
+    `want_cell_eigenvalues` keeps the eigenvalues (N_cells, 3) of the footprint's cells in `extra`.
     """
     ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
     n = ra.size
     if not (dec.size == n and z.size == n):
         raise ValueError(f"ra, dec and z must have the same length, got {ra.size}, {dec.size}, {z.size}")
     query = np.ones(n, bool) if query is None else np.asarray(query, bool)
-    valid = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (z >= 0) & (z <= MAX_Z) & (np.abs(dec) <= 90)
+    valid = _usable(ra, dec, z)
     first = _first_of_duplicates(ids, n)
     unique = first == np.arange(n)
     cols = _empty_columns(n)
@@ -194,39 +238,48 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
     extra: dict = {}
     if tr_idx.size and len(footprint) and nbar > 0:
         if params.frame_ra_deg is None or params.frame_dec_deg is None:
-            fra, fdec = mean_direction(ra[use], dec[use])
+            rot = np.eye(3)  # one frame whatever the data: every run's cells belong to one global lattice
         else:
-            fra, fdec = params.frame_ra_deg, params.frame_dec_deg
-        rot = frame_rotation(fra, fdec)
+            rot = frame_rotation(params.frame_ra_deg, params.frame_dec_deg)
         rand = FP.volume_randoms(footprint, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3,
                                  params.seed) @ rot.T
         n_rand = len(rand)
         gal = xyz[tr_idx] @ rot.T
-        pad = params.lattice_pad_mpc or 3 * params.smoothing_mpc + 2 * params.cell_mpc
-        lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, pad)
+        lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, params.lattice_pad())
         delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3, params.smoothing_mpc,
-                                           params.window_min)
-        tensor = T.tidal_tensor(lat, delta)
+                                           params.window_min, params.smoothing_truncation_sigma)
+        tensor = T.tidal_tensor(lat, delta, params.tidal_radius_mpc)
         valid_cells = window >= params.window_min
         cells = np.flatnonzero(valid_cells.ravel())
         cell_class = np.full(lat.shape, -1, np.int8)
-        cell_class.ravel()[cells] = T.web_class(T.eigenvalues(T.tensor_cells(tensor, cells)), params.lambda_th)
+        cell_lam = T.eigenvalues(T.tensor_cells(tensor, cells))
+        cell_class.ravel()[cells] = T.web_class(cell_lam, params.lambda_th)
         fractions = T.volume_fractions(cell_class.ravel()[cells])
         q = xyz[work] @ rot.T
         lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
+        q_delta = T.cic_interpolate(lat, delta, q)
+        if params.exclude_self:  # a tracer's environment without itself (its own cloud is isotropic there)
+            own = np.flatnonzero(tracer[work])
+            d_self = T.self_density(lat, q[own], nbar, params.smoothing_mpc, params.smoothing_truncation_sigma,
+                                    window, params.window_min)
+            q_delta[own] -= d_self
+            lam[own] -= d_self[:, None] / 3
         in_box = np.all((q > lat.origin + lat.cell) & (q < lat.origin + (np.array(lat.shape) - 1) * lat.cell), axis=1)
         inside = in_box & (T.cic_interpolate(lat, window, q) >= params.window_min)
-        cols["delta"][work] = np.where(inside, T.cic_interpolate(lat, delta, q), np.nan)
+        cols["delta"][work] = np.where(inside, q_delta, np.nan)
         for i in range(3):
             cols[f"lambda{i + 1}"][work] = np.where(inside, lam[:, i], np.nan)
         cols["web_class"][work] = np.where(inside, T.web_class(lam, params.lambda_th), -1)
         if params.filament_method == "tweb":
             segs = F.tweb_skeleton(lat, delta, tensor, cell_class, valid_cells)
-        else:
+        elif params.filament_method == "mst":
             segs = F.mst_skeleton(gal, params.mst_max_edge_mpc, params.mst_prune)
-        cols["dist_filament_mpc"][work] = np.where(inside, F.distance_to_segments(q, segs), np.nan)
+        else:
+            segs = np.zeros((0, 2, 3))
+        if params.filament_method != "none":
+            cols["dist_filament_mpc"][work] = np.where(inside, F.distance_to_segments(q, segs), np.nan)
         segments = segs @ rot  # back to equatorial
-        extra = {"rotation": rot, "lattice": lat}
+        extra = {"rotation": rot, "lattice": lat} | ({"cell_eigenvalues": cell_lam} if want_cell_eigenvalues else {})
         if make_slice:
             extra["slice"] = _slice(lat, delta, cell_class, segs, gal, q, cols["web_class"][work])
     for k, v in cols.items():
@@ -255,16 +308,20 @@ def cosmic_web_partitioned(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, param
                            only_pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Columns for every row, computed one NESTED HEALPix pixel (at `nside`) at a time from the pixel + its buffer.
 
-    This is the asset's domain decomposition on an in-memory catalog (for validation and benchmarks);
-    `only_pixels` restricts it to some pixels (other rows keep the empty defaults).
+    This is the asset's domain decomposition on an in-memory catalog (the CLI's --partition-nside, validation,
+    benchmarks); `only_pixels` restricts it to some pixels (other rows keep the empty defaults). Every pixel
+    uses the survey n̄ (`params.mean_density_mpc3`, else `survey_mean_density` of the whole catalog).
     """
     ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
+    if params.mean_density_mpc3 is None and ra.size:
+        params = replace(params, mean_density_mpc3=survey_mean_density(ra, dec, z, params, ids, mag) or None)
     n = ra.size
     pix = np.full(n, -1, np.int64)
     ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
     pix[ok] = hp.ang2pix(nside, ra[ok], dec[ok], nest=True, lonlat=True)
     fine = np.full(n, -1, np.int64)
     fine[ok] = hp.ang2pix(params.footprint_nside, ra[ok], dec[ok], nest=True, lonlat=True)
+    usable = _usable(ra, dec, z)
     out: dict[str, np.ndarray] = {}
     todo = np.unique(pix[pix >= 0])
     if only_pixels is not None:
@@ -273,7 +330,7 @@ def cosmic_web_partitioned(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, param
         region = np.isin(pix, FP.region_pixels(np.array([p]), nside, params.buffer_deg()))
         own = pix[region] == p
         sub = lambda a: None if a is None else np.asarray(a)[region]  # noqa: E731
-        fp = np.unique(fine[region & (fine >= 0)])
+        fp = np.unique(fine[region & usable])  # the pixels the global run's footprint has there
         res = cosmic_web(ra[region], dec[region], z[region], params, query=own, ids=sub(ids), mag=sub(mag),
                          footprint=fp)
         rows = np.flatnonzero(region)[own]

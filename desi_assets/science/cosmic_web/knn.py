@@ -47,8 +47,10 @@ def projected_knn(query_xyz: np.ndarray, query_z: np.ndarray, tracer_xyz: np.nda
     radius = min(r_start_mpc, r_max_mpc)
     while todo.size:
         unresolved = []
-        for lo in range(0, todo.size, chunk):
-            idx = todo[lo:lo + chunk]
+        # fewer queries per pass as the search ball grows, so that the pair list stays about the first pass's size
+        step = max(500, int(chunk * (np.hypot(r_start_mpc, los) / np.hypot(radius, los)) ** 3))
+        for lo in range(0, todo.size, step):
+            idx = todo[lo:lo + step]
             qtree = cKDTree(q[idx])
             pairs = qtree.sparse_distance_matrix(ttree, np.hypot(radius, los), output_type="ndarray")
             i, j, d3 = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]

@@ -1,15 +1,25 @@
 """T-web (Hahn+2007, Forero-Romero+2009): CIC density normalised by randoms, Gaussian smoothing, tidal tensor by FFT.
 
 Galaxies and randoms are assigned (CIC) to a lattice of cell size h anchored at the
-observer (cells at integer multiples of h in the grid frame, so runs that share the frame
-share the lattice). Both fields are smoothed with W = exp(−k²R_s²/2); the window is
-W_r = ρ_r,s / (n_r h³) and δ = ρ_g,s / (n̄ h³ W_r) − 1 where W_r ≥ window_min, 0 elsewhere.
-T_ij(k) = k_i k_j / k² δ(k), so tr T = δ. The class is the number of eigenvalues above λ_th:
-0 void, 1 sheet, 2 filament, 3 knot.
+observer (cells at integer multiples of h in the grid frame, so every run in the same frame
+uses cells of one global lattice: a partition's lattice is a window of the survey's). Both
+fields are smoothed with a Gaussian of σ = R_s; the window is W_r = ρ_r,s / (n_r h³) and
+δ = ρ_g,s / (n̄ h³ W_r) − 1 where W_r ≥ window_min, 0 elsewhere. T_ij(k) = k_i k_j / k² δ(k),
+so tr T = δ. The class is the number of eigenvalues above λ_th: 0 void, 1 sheet, 2 filament,
+3 knot.
+
+Compact kernels make the field local, so that a partition with a large enough buffer gets the
+survey-wide values up to FFT round-off: the Gaussian cut at `truncate_sigma` R_s (sampled on
+the cells, normalised to 1) and the tidal shear from δ within `radius` of a cell:
+T_ij = δ_ij δ/3 + Σ_{|r| ≤ radius} K_ij(r) δ(x − r), K the traceless part of the lattice kernel
+of k_i k_j / k² (still tr T = δ). A point then depends only on galaxies within
+truncate_sigma R_s + radius + 2√3 h (`locality_radius`). Without them (None) the smoothing is
+exp(−k²R_s²/2) and the tidal field reaches across the whole lattice (and its FFT wrap-around).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,19 +95,55 @@ def _kgrid(lat: Lattice):
     return kx[:, None, None], ky[None, :, None], kz[None, None, :]
 
 
-def gaussian_smooth(lat: Lattice, field: np.ndarray, r_s: float) -> np.ndarray:
-    """Field convolved with a Gaussian of σ = r_s Mpc (FFT, zero padding assumed around the data)."""
-    kx, ky, kz = _kgrid(lat)
-    fk = sfft.rfftn(field, workers=-1)
-    fk *= np.exp(-0.5 * (kx**2 + ky**2 + kz**2) * r_s**2)
-    return sfft.irfftn(fk, s=lat.shape, workers=-1)
+def locality_radius(cell: float, r_s: float, truncate_sigma: float, radius: float) -> float:
+    """Mpc from a query point within which galaxies and randoms can change its δ and T_ij (compact kernels)."""
+    return truncate_sigma * r_s + radius + 2 * np.sqrt(3) * cell
+
+
+def _ball_offsets(radius_cells: float) -> np.ndarray:
+    """Integer cell offsets (K, 3) with |offset| ≤ radius_cells."""
+    m = int(np.floor(radius_cells + 1e-9))
+    r = np.arange(-m, m + 1)
+    o = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    return o[(o**2).sum(1) <= radius_cells**2 + 1e-9]
+
+
+def _kernel_fft(lat: Lattice, offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Real rfftn of a kernel even in r (values at cell offsets, wrapped onto the lattice)."""
+    shape = np.array(lat.shape)
+    reach = np.abs(offsets).max(0) if len(offsets) else np.zeros(3, int)
+    if np.any(2 * reach + 1 > shape):
+        raise ValueError(f"lattice {lat.shape} is smaller than the kernel ({2 * reach + 1} cells): increase the pad")
+    grid = np.zeros(lat.shape)
+    grid[tuple(np.mod(offsets, shape).T)] = values
+    return sfft.rfftn(grid, workers=-1).real  # even kernel: imaginary part is round-off
+
+
+def smoothing_kernel_fft(lat: Lattice, r_s: float, truncate_sigma: float | None = None) -> np.ndarray:
+    """Fourier multiplier of the Gaussian of σ = r_s Mpc: exp(−k²r_s²/2), or the one cut at truncate_sigma·r_s."""
+    if truncate_sigma is None:
+        kx, ky, kz = _kgrid(lat)
+        return np.exp(-0.5 * (kx**2 + ky**2 + kz**2) * r_s**2)
+    off = _ball_offsets(truncate_sigma * r_s / lat.cell)
+    w = np.exp(-0.5 * (off**2).sum(1) * (lat.cell / r_s) ** 2)
+    return _kernel_fft(lat, off, w / w.sum())
+
+
+def gaussian_smooth(lat: Lattice, field: np.ndarray, r_s: float, truncate_sigma: float | None = None,
+                    kernel_fft: np.ndarray | None = None) -> np.ndarray:
+    """Field convolved with a Gaussian of σ = r_s Mpc (FFT; zero padding assumed around the data)."""
+    kern = smoothing_kernel_fft(lat, r_s, truncate_sigma) if kernel_fft is None else kernel_fft
+    return sfft.irfftn(sfft.rfftn(field, workers=-1) * kern, s=lat.shape, workers=-1)
 
 
 def density_contrast(lat: Lattice, gal_xyz: np.ndarray, rand_xyz: np.ndarray, mean_density: float,
-                     random_density: float, r_s: float, window_min: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                     random_density: float, r_s: float, window_min: float = 0.5,
+                     truncate_sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed δ on the lattice and the window W_r (fraction of the smoothing kernel inside the footprint)."""
-    rho_g = gaussian_smooth(lat, cic_assign(lat, gal_xyz), r_s)
-    rho_r = gaussian_smooth(lat, cic_assign(lat, rand_xyz), r_s)
+    kern = smoothing_kernel_fft(lat, r_s, truncate_sigma)
+    rho_g = gaussian_smooth(lat, cic_assign(lat, gal_xyz), r_s, kernel_fft=kern)
+    rho_r = gaussian_smooth(lat, cic_assign(lat, rand_xyz), r_s, kernel_fft=kern)
+    del kern
     h3 = lat.cell**3
     window = rho_r / (random_density * h3)
     ok = window >= window_min
@@ -106,8 +152,67 @@ def density_contrast(lat: Lattice, gal_xyz: np.ndarray, rand_xyz: np.ndarray, me
     return delta, window
 
 
-def tidal_tensor(lat: Lattice, delta: np.ndarray) -> list[np.ndarray]:
-    """The 6 components T_ij = ∂_i∂_j φ with ∇²φ = δ (order TENSOR_PAIRS), float32 arrays of lat.shape."""
+def self_density(lat: Lattice, xyz: np.ndarray, mean_density: float, r_s: float, truncate_sigma: float,
+                 window: np.ndarray, window_min: float = 0.5) -> np.ndarray:
+    """δ that each point (N,3) Mpc adds at its own position (CIC → cut Gaussian → CIC back), for leave-one-out.
+
+    A point's own smoothed cloud is (to lattice accuracy) spherical about it, so its share of T_ij there is
+    isotropic: δ_self/3 on each eigenvalue.
+    """
+    if len(xyz) == 0:
+        return np.zeros(0)
+    off = _ball_offsets(truncate_sigma * r_s / lat.cell)
+    w = np.exp(-0.5 * (off**2).sum(1) * (lat.cell / r_s) ** 2)
+    norm = w.sum()
+    idx, cw = _cic_weights(lat, np.asarray(xyz, np.float64))  # (8, N), corners in _cic_weights' order
+    corners = np.array([(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+    d2 = ((corners[:, None, :] - corners[None, :, :]) ** 2).sum(-1)  # (8, 8) squared cell offsets
+    kern = np.exp(-0.5 * d2 * (lat.cell / r_s) ** 2) / norm
+    at_corner = kern @ cw  # (8, N): the point's smoothed count in each of its CIC cells
+    win = window.ravel()[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = np.where(win >= window_min, at_corner / (mean_density * lat.cell**3 * win), 0.0)
+    return (cw * per).sum(0)
+
+
+@functools.lru_cache(maxsize=8)
+def _tidal_kernel(cell: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cell offsets (K,3) within `radius` Mpc and the 6 traceless lattice kernels K_ij there (6, K)."""
+    m = int(np.floor(radius / cell + 1e-9))
+    box = Lattice(np.zeros(3), (sfft.next_fast_len(6 * m + 6, real=True),) * 3, cell)
+    kx, ky, kz = _kgrid(box)
+    ks = (kx, ky, kz)
+    k2 = kx**2 + ky**2 + kz**2
+    k2[0, 0, 0] = 1.0
+    full = [sfft.irfftn(ks[a] * ks[b] / k2, s=box.shape) for a, b in TENSOR_PAIRS]
+    trace = (full[0] + full[1] + full[2]) / 3
+    for c in range(3):
+        full[c] = full[c] - trace
+    off = _ball_offsets(radius / cell)
+    idx, mirror = tuple(np.mod(off, box.shape[0]).T), tuple(np.mod(-off, box.shape[0]).T)
+    return off, np.array([0.5 * (f[idx] + f[mirror]) for f in full])  # even in r (the Nyquist planes are not)
+
+
+def tidal_tensor(lat: Lattice, delta: np.ndarray, radius: float | None = None) -> list[np.ndarray]:
+    """The 6 components T_ij = ∂_i∂_j φ with ∇²φ = δ (order TENSOR_PAIRS), float32 arrays of lat.shape.
+
+    `radius` (Mpc): the tidal shear from δ within that radius only (compact, see module docstring).
+    """
+    if radius is None:
+        return _tidal_tensor_full(lat, delta)
+    off, vals = _tidal_kernel(float(lat.cell), float(radius))
+    dk = sfft.rfftn(delta, workers=-1)
+    out = []
+    for c in range(6):
+        comp = sfft.irfftn(dk * _kernel_fft(lat, off, vals[c]), s=lat.shape, workers=-1)
+        if c < 3:
+            comp += delta / 3
+        out.append(comp.astype(np.float32))
+    return out
+
+
+def _tidal_tensor_full(lat: Lattice, delta: np.ndarray) -> list[np.ndarray]:
+    """T_ij(k) = k_i k_j / k² δ(k) over the whole (periodic) lattice, float32 arrays."""
     kx, ky, kz = _kgrid(lat)
     ks = (kx, ky, kz)
     k2 = kx**2 + ky**2 + kz**2

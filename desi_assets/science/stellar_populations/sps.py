@@ -82,13 +82,57 @@ def sfh_weights(tstart_gyr: np.ndarray, tau_gyr: np.ndarray) -> np.ndarray:
     g = load_ssp_grid()
     lo, hi = g.age_edges_yr[:-1] / 1e9, g.age_edges_yr[1:] / 1e9
     T, tau = tstart_gyr[:, None], tau_gyr[:, None]
+    w = np.clip(_delayed_tau_cum(T, tau, lo) - _delayed_tau_cum(T, tau, hi), 0, None)
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-30)
 
-    # cumulative mass formed by lookback time L: M(<age L) with t = T − L, ∫ t e^{-t/τ} dt
-    def cum(L):
-        t = np.clip(T - L, 0, None)
-        return tau**2 - tau * (t + tau) * np.exp(-t / tau)  # ∫_0^t x e^{-x/τ} dx
 
-    w = np.clip(cum(lo) - cum(hi), 0, None)
+def _delayed_tau_cum(T, tau, L):
+    """Mass (unnormalised) formed by a delayed-τ SFH begun T ago, before lookback L: ∫_0^{T−L} x e^{−x/τ} dx."""
+    t = np.clip(T - L, 0, None)
+    return tau**2 - tau * (t + tau) * np.exp(-t / tau)
+
+
+#: Width (dex in lookback time) of the constant-SFR episode of a frosting burst: burst_age × 10^(±0.05).
+BURST_WIDTH_DEX = 0.1
+
+
+def sfh_weights_interval(lo_gyr: np.ndarray, hi_gyr: np.ndarray) -> np.ndarray:
+    """Mass formed per SSP age bin (n, 221), summing to 1, for a constant SFR between lookback lo and hi (Gyr)."""
+    g = load_ssp_grid()
+    e_lo, e_hi = g.age_edges_yr[:-1] / 1e9, g.age_edges_yr[1:] / 1e9
+    lo = np.atleast_1d(np.asarray(lo_gyr, np.float64))[:, None]
+    hi = np.maximum(np.atleast_1d(np.asarray(hi_gyr, np.float64))[:, None], lo * (1 + 1e-9) + 1e-12)
+    w = np.clip(np.minimum(hi, e_hi) - np.maximum(lo, e_lo), 0, None)
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-30)
+
+
+def sfh_weights_frosted(tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac) -> np.ndarray:
+    """Mass formed per SSP age bin (n, 221), summing to 1: delayed-τ begun tstart ago (Gyr) plus a recent burst.
+
+    The burst ("frosting") forms burst_mass_frac of all mass formed at a constant rate over lookback
+    burst_age × 10^(±BURST_WIDTH_DEX/2) (Gyr); the old delayed-τ population forms the rest.
+    """
+    tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac = (
+        np.atleast_1d(np.asarray(a, np.float64)) for a in (tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac))
+    half = 10 ** (0.5 * BURST_WIDTH_DEX)
+    burst = sfh_weights_interval(burst_age_gyr / half, burst_age_gyr * half)
+    f = burst_mass_frac[:, None]
+    return (1 - f) * sfh_weights(tstart_gyr, tau_gyr) + f * burst
+
+
+def sfh_weights_quenched(tstart_gyr, tau_gyr, quench_age_gyr) -> np.ndarray:
+    """Mass formed per SSP age bin (n, 221), summing to 1: delayed-τ begun tstart ago, SFR = 0 since quench_age (Gyr).
+
+    Requires quench_age < tstart (ValueError otherwise): the stars formed between lookback tstart and quench_age.
+    """
+    tstart_gyr, tau_gyr, quench_age_gyr = (np.atleast_1d(np.asarray(a, np.float64))
+                                           for a in (tstart_gyr, tau_gyr, quench_age_gyr))
+    if np.any(quench_age_gyr >= tstart_gyr) or np.any(quench_age_gyr < 0):
+        raise ValueError("sfh_weights_quenched needs 0 <= quench_age_gyr < tstart_gyr for every row")
+    g = load_ssp_grid()
+    lo, hi = g.age_edges_yr[:-1] / 1e9, g.age_edges_yr[1:] / 1e9
+    T, tau, q = tstart_gyr[:, None], tau_gyr[:, None], quench_age_gyr[:, None]
+    w = np.clip(_delayed_tau_cum(T, tau, np.maximum(lo, q)) - _delayed_tau_cum(T, tau, np.maximum(hi, q)), 0, None)
     return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-30)
 
 
@@ -122,11 +166,20 @@ def rest_continuum(tstart_gyr, tau_gyr, zmet, av, vdisp, wave_range: tuple[float
 
     With wave_range=(lo, hi) (Å) only that part of rest_wave() is returned (rest_slice gives it).
     """
+    tstart_gyr, tau_gyr = (np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in (tstart_gyr, tau_gyr))
+    return rest_continuum_from_weights(sfh_weights(tstart_gyr, tau_gyr), zmet, av, vdisp, wave_range)
+
+
+def rest_continuum_from_weights(age_weights, zmet, av, vdisp,
+                                wave_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Noiseless rest-frame continuum (n, nwave) in L☉/Å per M☉ formed for any SFH (n, 221): Z, dust, σ* (km/s).
+
+    age_weights is mass formed per SSP age (sfh_weights, sfh_weights_frosted, ...); wave_range as rest_continuum.
+    """
     g = load_ssp_grid()
-    tstart_gyr, tau_gyr, zmet, av, vdisp = (np.atleast_1d(np.asarray(a, dtype=np.float64))
-                                            for a in (tstart_gyr, tau_gyr, zmet, av, vdisp))
+    zmet, av, vdisp = (np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in (zmet, av, vdisp))
+    wa = np.atleast_2d(np.asarray(age_weights, dtype=np.float64))
     sl = rest_slice(wave_range)
-    wa = sfh_weights(tstart_gyr, tau_gyr)
     used = np.flatnonzero(wa.max(axis=0) > 0)  # ages older than every SFH start carry no mass
     wz = zmet_weights(zmet)
     zused = np.flatnonzero(wz.max(axis=0) > 0)

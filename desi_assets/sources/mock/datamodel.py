@@ -87,13 +87,19 @@ def make_exposures(rng: np.random.Generator, pix: int, program: str, n: int) -> 
     }
 
 
-def synthetic_photometry(wave: np.ndarray, model: np.ndarray) -> dict[str, np.ndarray]:
-    """g, r, z top-hat fluxes (nanomaggies) of noiseless observed models (1e-17 erg/s/cm²/Å)."""
+#: Legacy Surveys DR9-like 5σ depths (AB mag) of the FIBERMAP photometry for galaxies; point sources (PSF)
+#: reach PSF_DEPTH_GAIN mag deeper; each object's depth scatters by DEPTH_SCATTER_MAG (rms) per band.
+PHOT_DEPTH_5SIGMA = {"G": 24.0, "R": 23.4, "Z": 22.5, "W1": 21.0, "W2": 20.4}
+PSF_DEPTH_GAIN = 0.3
+DEPTH_SCATTER_MAG = 0.15
+
+
+def photometric_sigma(rng: np.random.Generator, n: int, psf: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-object 1σ flux errors (nanomaggies) per band from PHOT_DEPTH_5SIGMA (sky-limited, flux-independent)."""
     out = {}
-    for b, (lo, hi) in {"G": (4000.0, 5500.0), "R": (5600.0, 6900.0), "Z": (8400.0, 9800.0)}.items():
-        m = (wave >= lo) & (wave <= hi)
-        fnu = (model[:, m] * wave[m] ** 2).mean(1) * 1e-17 / 2.998e18  # erg/s/cm²/Hz
-        out[b] = (fnu / 3631e-23 / 1e-9).astype(np.float32)
+    for b, m5 in PHOT_DEPTH_5SIGMA.items():
+        depth = m5 + np.where(psf, PSF_DEPTH_GAIN, 0.0) + rng.normal(0, DEPTH_SCATTER_MAG, n)
+        out[b] = 10 ** (-0.4 * (depth - 22.5)) / 5.0
     return out
 
 
@@ -102,8 +108,15 @@ def _brick(ra, dec):
     return np.array([f"{int(r * 10):04d}{s}{int(abs(d) * 10):03d}" for r, s, d in zip(ra, dec_s, dec)])
 
 
-def make_fibermap(rng, targetid, ra, dec, tracer, program, photo, expo, subtype, fiberfrac) -> dict[str, np.ndarray]:
-    """Coadd FIBERMAP (71 real columns, real dtypes) with targeting, photometry and coadd summaries."""
+def make_fibermap(rng, targetid, ra, dec, tracer, program, photo, expo, subtype, fiberfrac,
+                  rng_phot: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Coadd FIBERMAP (71 real columns, real dtypes) with targeting, photometry and coadd summaries.
+
+    photo: noiseless total fluxes (nanomaggies) G, R, Z and optionally W1, W2 (NaN → drawn from Z as before,
+    and written back into photo);
+    FLUX_* get Gaussian noise of photometric_sigma (drawn from rng_phot) and FLUX_IVAR_* = 1/σ²;
+    FIBERFLUX_* are the noiseless fluxes × fiberfrac (the spectrum's aperture).
+    """
     n = len(targetid)
     fm = _empty(FIBERMAP_COLUMNS, n)
     star = tracer == "MWS"
@@ -128,17 +141,23 @@ def make_fibermap(rng, targetid, ra, dec, tracer, program, photo, expo, subtype,
     morph = np.where(psf, "PSF", rng.choice(["REX", "EXP", "DEV", "SER"], n, p=[0.4, 0.3, 0.15, 0.15]))
     fm["MORPHTYPE"] = morph
     fm["EBV"] = rng.uniform(0.015, 0.03, n).astype(np.float32)
-    for b in "GRZ":
-        f = photo[b]
-        fm[f"FLUX_{b}"] = f
-        fm[f"FLUX_IVAR_{b}"] = (1 / (0.02 * np.abs(f) + 0.08) ** 2).astype(np.float32)
-        frac = fiberfrac.astype(np.float32)
-        fm[f"FIBERFLUX_{b}"] = f * frac
-        fm[f"FIBERTOTFLUX_{b}"] = f * frac
-    fm["FLUX_W1"] = (photo["Z"] * rng.uniform(0.8, 2.0, n)).astype(np.float32)
-    fm["FLUX_W2"] = (fm["FLUX_W1"] * rng.uniform(0.5, 1.2, n)).astype(np.float32)
-    fm["FLUX_IVAR_W1"] = (1 / (0.05 * np.abs(fm["FLUX_W1"]) + 0.5) ** 2).astype(np.float32)
-    fm["FLUX_IVAR_W2"] = (1 / (0.05 * np.abs(fm["FLUX_W2"]) + 1.0) ** 2).astype(np.float32)
+    rng_phot = np.random.default_rng() if rng_phot is None else rng_phot
+    true = {b: np.asarray(photo[b], np.float64) for b in "GRZ"}
+    # W1/W2 where no SED gives them (QSOs): from z as before (these draws keep the main stream unchanged)
+    w1_ratio, w2_ratio = rng.uniform(0.8, 2.0, n), rng.uniform(0.5, 1.2, n)
+    w1 = np.asarray(photo.get("W1", np.full(n, np.nan)), np.float64)
+    true["W1"] = np.where(np.isfinite(w1), w1, true["Z"] * w1_ratio)
+    w2 = np.asarray(photo.get("W2", np.full(n, np.nan)), np.float64)
+    true["W2"] = np.where(np.isfinite(w2), w2, true["W1"] * w2_ratio)
+    photo["W1"], photo["W2"] = true["W1"], true["W2"]
+    sigma = photometric_sigma(rng_phot, n, psf)
+    frac = fiberfrac.astype(np.float32)
+    for b in ("G", "R", "Z", "W1", "W2"):
+        fm[f"FLUX_{b}"] = (true[b] + rng_phot.normal(size=n) * sigma[b]).astype(np.float32)
+        fm[f"FLUX_IVAR_{b}"] = (1 / sigma[b] ** 2).astype(np.float32)
+        if b in "GRZ":
+            fm[f"FIBERFLUX_{b}"] = true[b].astype(np.float32) * frac
+            fm[f"FIBERTOTFLUX_{b}"] = true[b].astype(np.float32) * frac
     fm["SERSIC"] = np.where(morph == "DEV", 4.0, np.where(morph == "SER", rng.uniform(0.5, 6, n), 1.0)).astype(
         np.float32) * (~psf)
     fm["SHAPE_R"] = np.where(psf, 0, rng.lognormal(0, 0.5, n)).astype(np.float32)

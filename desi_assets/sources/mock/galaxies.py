@@ -12,8 +12,13 @@ from scipy.special import erf
 from desi_assets.science.indices import dn4000, hdelta_a
 from desi_assets.science.stellar_populations.sps import (  # noqa: F401  (re-exported for the mock)
     C_KMS, DLNL, L_SUN, REST_MAX, REST_MIN, ZMET_GRID, SSPGrid, bc03_path, broaden_loglam, calzetti_k,
-    galaxy_properties, load_ssp_grid, rest_continuum, rest_slice, rest_wave, sfh_weights, zmet_weights,
+    galaxy_properties, load_ssp_grid, properties_from_weights, rest_continuum, rest_continuum_from_weights,
+    rest_slice, rest_wave, sfh_weights, sfh_weights_frosted, sfh_weights_quenched, zmet_weights,
 )
+
+#: Truth `sfh_kind` of mock galaxies: delayed-τ (the fits' prior family), delayed-τ with a recent burst on
+#: top ("frosted"), delayed-τ truncated to zero SFR ("quenched"), and young constant-SFR starbursts.
+SFH_KINDS = ("delayed_tau", "frosted", "quenched", "starburst")
 
 #: Nebular lines: name → (vacuum rest λ Å, DESI-REFERENCE §4).
 LINES: dict[str, float] = {
@@ -35,6 +40,34 @@ def restframe_indices(tstart_gyr, tau_gyr, zmet, av, vdisp) -> tuple[np.ndarray,
     w = rest_wave()[rest_slice(wr)]
     sel = (w > 3700) & (w < 4300)
     spec = rest_continuum(tstart_gyr, tau_gyr, zmet, av, vdisp, wave_range=wr)[:, sel]
+    return dn4000(w[sel], spec), hdelta_a(w[sel], spec)
+
+
+def age_weights_for(sfh_kind, tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac, quench_age_gyr) -> np.ndarray:
+    """Mass formed per SSP age bin (n, 221) of mock galaxies from their truth columns (Gyr; NaN where unused)."""
+    kind = np.asarray(sfh_kind, dtype=object)
+    tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac, quench_age_gyr = (
+        np.atleast_1d(np.asarray(a, np.float64))
+        for a in (tstart_gyr, tau_gyr, burst_age_gyr, burst_mass_frac, quench_age_gyr))
+    bad = ~np.isin(kind, SFH_KINDS)
+    if bad.any():
+        raise ValueError(f"unknown sfh_kind {sorted(set(kind[bad].tolist()))}; known: {SFH_KINDS}")
+    w = sfh_weights(tstart_gyr, tau_gyr)
+    f = np.flatnonzero(kind == "frosted")
+    if f.size:
+        w[f] = sfh_weights_frosted(tstart_gyr[f], tau_gyr[f], burst_age_gyr[f], burst_mass_frac[f])
+    q = np.flatnonzero(kind == "quenched")
+    if q.size:
+        w[q] = sfh_weights_quenched(tstart_gyr[q], tau_gyr[q], quench_age_gyr[q])
+    return w
+
+
+def restframe_indices_from_weights(age_weights, zmet, av, vdisp) -> tuple[np.ndarray, np.ndarray]:
+    """Dn4000 and HδA (Å) of the noiseless, line-free rest-frame model of any SFH (n, 221) (vacuum bands)."""
+    wr = (3700.0, 4300.0)
+    w = rest_wave()[rest_slice(wr)]
+    sel = (w > 3700) & (w < 4300)
+    spec = rest_continuum_from_weights(age_weights, zmet, av, vdisp, wave_range=wr)[:, sel]
     return dn4000(w[sel], spec), hdelta_a(w[sel], spec)
 
 

@@ -6,7 +6,10 @@ power-law QSOs, Planck+lines stars) scaled to a magnitude and the fibre aperture
 arm: resolution matrix, measured DESI noise and sky-line residuals, masks, instrumental anomalies,
 redrock rows whose DELTACHI2/ZWARN follow S/N; then bad fibres (no data) inserted in every file.
 Truth line fluxes are the in-fibre, dust-attenuated observed fluxes (1e-17 erg/s/cm²);
-logmass is the total surviving stellar mass (log M☉), sfr the 100-Myr mean (M☉/yr).
+logmass is the total surviving stellar mass (log M☉), sfr the 100-Myr mean (M☉/yr), both from the galaxy's
+actual SFH weights (sfh_kind: delayed_tau, frosted, quenched, starburst); phot_g … phot_w2 are the noiseless
+total AB fluxes (nanomaggies) of the same SED through the DECam/WISE curves, behind FIBERMAP FLUX_* (which add
+Legacy-Surveys-DR9-like noise, datamodel.PHOT_DEPTH_5SIGMA).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import healpy as hp
 import numpy as np
 import polars as pl
 
+from desi_assets.science.stellar_populations import photometry as PH
 from desi_assets.science.wavelength import ARMS
 from desi_assets.sources.mock import anomalies as A
 from desi_assets.sources.mock import galaxies as G
@@ -44,7 +48,9 @@ class MockSurveyConfig:
     Spectra per file are lognormal with a spread of `count_spread` (e-folds; DR1's counts span orders of
     magnitude), rescaled so the mean is `mean_spectra` × spectra_scale and clipped to `max_spectra`
     (memory: ~1.3 MB per spectrum while a file is simulated); `bad_fibre_fraction` of each file's rows
-    are unassigned, stuck, broken or sky fibres without data (at least 2 per file).
+    are unassigned, stuck, broken or sky fibres without data (at least 2 per file). `frosted_fraction` and
+    `quenched_fraction` of the BGS and LRG galaxies (starbursts excepted) get SFHs outside the delayed-τ family:
+    an old population plus a recent burst of 0.5–5% of the mass, or a delayed-τ truncated 0.1–2 Gyr ago.
     """
 
     n_pixels: int = 12
@@ -57,6 +63,8 @@ class MockSurveyConfig:
     count_spread: float = 1.0
     max_spectra: int = 2000
     bad_fibre_fraction: float = 0.04
+    frosted_fraction: float = 0.05
+    quenched_fraction: float = 0.05
 
 
 @dataclass
@@ -250,6 +258,46 @@ def _galaxy_params(rng, tracer, z):
                 gas_sigma_kms=gas, red=red, burst=burst)
 
 
+#: Tracers whose galaxies can be frosted or quenched (MockSurveyConfig.frosted_fraction / quenched_fraction).
+SFH_VARIANT_TRACERS = ("BGS", "LRG")
+#: Frosting bursts: lookback age log-uniform in BURST_AGE_GYR, mass fraction log-uniform in BURST_MASS_FRAC.
+BURST_AGE_GYR = (0.01, 1.0)
+BURST_MASS_FRAC = (0.005, 0.05)
+#: Quenching: SFR set to zero over the last quench_age, log-uniform in QUENCH_AGE_GYR (at most 0.7 tstart).
+QUENCH_AGE_GYR = (0.1, 2.0)
+
+
+def _sfh_variants(rng, tracer, p, tmax, frosted_fraction, quenched_fraction):
+    """Add sfh_kind, burst_age_gyr, burst_mass_frac, quench_age_gyr to galaxy parameters p (own Generator rng).
+
+    Frosted galaxies have an old population (the red ranges of _galaxy_params, redrawn where the galaxy was
+    blue) plus a burst; quenched ones keep their delayed-τ (τ ≥ 1.5 Gyr for red ones, so that the
+    truncation matters) and stop forming stars quench_age ago. Every draw is made for every row.
+    """
+    n = len(tmax)
+    u = rng.uniform(size=n)
+    old = {"tstart_gyr": rng.uniform(0.55, 0.98, n) * tmax, "tau_gyr": rng.uniform(0.2, 1.2, n),
+           "zmet_zsun": 10 ** rng.uniform(-0.1, 0.4, n), "av": rng.uniform(0, 0.35, n),
+           "vdisp": rng.uniform(140, 350, n)}
+    burst_age = np.exp(rng.uniform(*np.log(BURST_AGE_GYR), n))
+    burst_frac = np.exp(rng.uniform(*np.log(BURST_MASS_FRAC), n))
+    q_tau = rng.uniform(1.5, 5.0, n)
+    q_age = np.exp(rng.uniform(*np.log(QUENCH_AGE_GYR), n))
+    eligible = ~p["burst"] & (tracer in SFH_VARIANT_TRACERS)
+    fro = eligible & (u < frosted_fraction)
+    que = eligible & ~fro & (u < frosted_fraction + quenched_fraction)
+    p = dict(p)
+    for k, v in old.items():
+        p[k] = np.where(fro & ~p["red"], v, p[k])
+    p["tau_gyr"] = np.where(que & p["red"], np.maximum(p["tau_gyr"], q_tau), p["tau_gyr"])
+    kind = np.where(p["burst"], "starburst", np.where(fro, "frosted", np.where(que, "quenched", "delayed_tau")))
+    p["sfh_kind"] = kind.astype(object)
+    p["burst_age_gyr"] = np.where(fro, burst_age, np.nan)
+    p["burst_mass_frac"] = np.where(fro, burst_frac, np.nan)
+    p["quench_age_gyr"] = np.where(que, np.minimum(q_age, 0.7 * p["tstart_gyr"]), np.nan)
+    return p
+
+
 def _rest_ew(obs, wave, centers, lflux, z):
     """Rest-frame EW (Å) of lines (n, L) against the model continuum obs; NaN where the line is off the grid."""
     step = wave[1] - wave[0]
@@ -261,24 +309,36 @@ def _rest_ew(obs, wave, centers, lflux, z):
     return np.where(on, lflux / np.maximum(cont, 1e-30) / (1 + z[:, None]), np.nan)
 
 
-def _simulate_galaxies(rng, tracer, z, wave):
-    """Observed-frame galaxy models (n, nwave) and truth columns for one tracer."""
+def _simulate_galaxies(rng, tracer, z, wave, rng_sfh=None, config: MockSurveyConfig = MockSurveyConfig()):
+    """Observed-frame galaxy models (n, nwave) and truth columns for one tracer (SFH variants drawn from rng_sfh).
+
+    Truth phot_g … phot_w2 are the total (not in-fibre) noiseless AB fluxes (nanomaggies) of the same SED
+    through the DECam/WISE curves, nebular lines included; mag_norm is the continuum's magnitude in mag_band.
+    """
     n = len(z)
     p = _galaxy_params(rng, tracer, z)
+    rng_sfh = np.random.default_rng([config.seed, 14]) if rng_sfh is None else rng_sfh
+    p = _sfh_variants(rng_sfh, tracer, p, np.interp(z, _AGE_Z, _AGE_T) - 0.05, config.frosted_fraction,
+                      config.quenched_fraction)
+    wa = G.age_weights_for(p["sfh_kind"], p["tstart_gyr"], p["tau_gyr"], p["burst_age_gyr"], p["burst_mass_frac"],
+                           p["quench_age_gyr"])
     wr = (min(wave[0] / (1 + z.max()), 3700.0), max(wave[-1] / (1 + z.min()), 4300.0))
-    rest = G.rest_continuum(p["tstart_gyr"], p["tau_gyr"], p["zmet_zsun"], p["av"], p["vdisp"], wave_range=wr)
+    rest = G.rest_continuum_from_weights(wa, p["zmet_zsun"], p["av"], p["vdisp"], wave_range=wr)
     rw = G.rest_wave()[G.rest_slice(wr)]
     sel = (rw > 3700) & (rw < 4300)
     dn = G.dn4000(rw[sel], rest[:, sel])
     hd = G.hdelta_a(rw[sel], rest[:, sel])
-    props = G.galaxy_properties(p["tstart_gyr"], p["tau_gyr"], p["zmet_zsun"])
+    props = G.properties_from_weights(wa, p["zmet_zsun"])
     dl = luminosity_distance_cm(z)
     per_msun = G.L_SUN / (4 * np.pi * dl**2 * (1 + z)) / 1e-17
     obs = _interp_rows(rw, rest, wave, z) * per_msun[:, None].astype(np.float32)
+    # total photometry of the same SED per M☉ formed (native BC03, real curves): it sets the mass
+    phot = PH.sed_band_fluxes(wa, p["zmet_zsun"], p["av"], z, per_msun)
     band, (lo, hi, slope) = {"BGS": ("r", (15.0, 19.5, 0.35)), "LRG": ("z", (18.6, 21.1, 0.3)),
                              "ELG": ("g", (21.6, 23.4, 0.3))}[tracer]
     mag = _mag_draw(rng, n, lo, hi, slope)
-    mass = _scale_to_mag(wave, obs, mag, band)
+    mass = 10 ** (-0.4 * (mag - 22.5)) / np.maximum(phot[:, PH.BAND_NAMES.index(band.upper())], 1e-300)
+    phot *= mass[:, None]
     obs = obs * mass[:, None].astype(np.float32)
     sfr = mass * props["sfr_per_msun"]
     # nebular lines (intrinsic Hα from SFR, Kennicutt & Evans 2012), attenuated with A_V/0.44
@@ -306,13 +366,18 @@ def _simulate_galaxies(rng, tracer, z, wave):
         lflux[:, G.LINE_NAMES.index(name)] /= over
     ew = _rest_ew(obs, wave, centers, lflux, z)
     G.add_gaussian_lines(obs, wave, centers, sig, lflux)
+    phot += PH.line_band_fluxes(centers, lflux)
     truth = {
         "logmass": np.log10(mass * props["live_frac"]), "sfr": sfr, "age_gyr": props["age_mw_gyr"],
         "tstart_gyr": p["tstart_gyr"], "tau_gyr": p["tau_gyr"], "zmet_zsun": p["zmet_zsun"], "av": p["av"],
         "vdisp": p["vdisp"], "gas_sigma_kms": p["gas_sigma_kms"], "dn4000": dn, "hdelta_a": hd,
         "mag_norm": mag, "mag_band": np.full(n, band), "is_starburst": p["burst"].astype(np.float64),
-        "ew_halpha": ew[:, k_ha], "ew_oiii_5007": ew[:, k_o3],
+        "ew_halpha": ew[:, k_ha], "ew_oiii_5007": ew[:, k_o3], "sfh_kind": p["sfh_kind"],
+        "burst_age_gyr": p["burst_age_gyr"], "burst_mass_frac": p["burst_mass_frac"],
+        "quench_age_gyr": p["quench_age_gyr"],
     }
+    for k, b in enumerate(PH.BAND_NAMES):
+        truth[f"phot_{b.lower()}"] = phot[:, k]
     for k, name in enumerate(G.LINE_NAMES):
         truth[f"flux_{name}"] = lflux[:, k]
     return obs, truth
@@ -484,12 +549,14 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
 
     spectype = np.where(tracer == "QSO", "QSO", np.where(tracer == "MWS", "STAR", "GALAXY"))
     subtype = np.full(n, "", dtype=object)
+    rng_sfh = np.random.default_rng([config.seed, 14, index])  # own streams: the others stay as they were
+    rng_phot = np.random.default_rng([config.seed, 15, index])
     for name in ("BGS", "LRG", "ELG"):
         idx = np.flatnonzero(tracer == name)
         if idx.size:
             idx = idx[np.argsort(z_obs[idx], kind="stable")]  # z-sorted chunks need less rest range
             for chunk in np.array_split(idx, max(1, idx.size // 200)):
-                m, tr = _simulate_galaxies(rng, name, z_obs[chunk], wave)
+                m, tr = _simulate_galaxies(rng, name, z_obs[chunk], wave, rng_sfh, config)
                 model[chunk] = m
                 put(chunk, tr)
     idx = np.flatnonzero(tracer == "QSO")
@@ -509,7 +576,9 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
     psf = np.isin(tracer, ["QSO", "MWS"])
     fiberfrac = np.where(psf, 0.78, np.clip(rng.normal(0.55, 0.1, n) - 0.5 * np.clip(0.25 - np.nan_to_num(z_obs), 0, None),
                                             0.2, 0.75))
-    photo_total = D.synthetic_photometry(wave, model)
+    photo_total = _total_photometry(wave, model, tcols, spectype)
+    for b in PH.BAND_NAMES:
+        tcols[f"phot_{b.lower()}"] = photo_total[b]
     model *= fiberfrac[:, None]
     for k in list(tcols):
         if k.startswith("flux_"):
@@ -615,7 +684,9 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
         web_class[xg], dfil[xg] = wc, df
     targetid = (np.int64(9010) << 42) | (np.int64(pix) << 22) | np.arange(n, dtype=np.int64)
     photo = photo_total
-    fm = D.make_fibermap(rng, targetid, cat["ra"], cat["dec"], tracer, program, photo, expo, subtype, fiberfrac)
+    fm = D.make_fibermap(rng, targetid, cat["ra"], cat["dec"], tracer, program, photo, expo, subtype, fiberfrac,
+                         rng_phot=rng_phot)
+    tcols["phot_w1"], tcols["phot_w2"] = photo["W1"], photo["W2"]  # QSOs' W1/W2 are drawn in make_fibermap
     efm = D.make_exp_fibermap(targetid, cat["ra"], cat["dec"], expo, fm)
     rr, rr_status = D.make_redshifts(rng, targetid, z_obs, spectype, subtype, tracer, arms, anom_cls, anom_amp,
                                      photo, noiseless)
@@ -639,6 +710,30 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
     fm_all = fm
     return PixelSimulation(pix, program, config.survey, fm_all, efm, arms, noiseless, rr, tsnr2, truth_df,
                            extra={"model_wave": wave})
+
+
+def _total_photometry(wave, model, tcols, spectype) -> dict[str, np.ndarray]:
+    """Noiseless total AB fluxes (nanomaggies) per band: galaxies from their SED (truth phot_*); QSOs and stars
+    from the model through the real curves (the part of z beyond the grid at the same f_ν), stars' W1/W2 from
+    the Planck continuum at T_eff, QSOs' W1/W2 NaN (datamodel draws them)."""
+    n = len(model)
+    out = {b: np.full(n, np.nan) for b in PH.BAND_NAMES}
+    gal = spectype == "GALAXY"
+    for b in PH.BAND_NAMES:
+        if f"phot_{b.lower()}" in tcols:
+            out[b][gal] = tcols[f"phot_{b.lower()}"][gal]
+    other = np.flatnonzero(~gal)
+    if other.size:
+        grz = ("G", "R", "Z")
+        f = PH.band_fluxes(wave, model[other], grz) / PH.band_coverage(wave, grz)[None, :]
+        for k, b in enumerate(grz):
+            out[b][other] = f[:, k]
+        teff = tcols["teff"][other] if "teff" in tcols else np.full(other.size, np.nan)
+        star = np.isfinite(teff)
+        for b, lam in (("W1", 33526.0), ("W2", 46028.0)):  # f_ν ∝ B_ν(T): ν³/(e^{hν/kT} − 1) relative to z
+            ratio = (9200.0 / lam) ** 3 * np.expm1(S.H_C_K / (9200.0 * teff)) / np.expm1(S.H_C_K / (lam * teff))
+            out[b][other] = np.where(star, f[:, 2] * ratio, np.nan)
+    return out
 
 
 def _lose_one_exposure(rng, flux, ivar, mask, sig, j, px, nexp, spike):
