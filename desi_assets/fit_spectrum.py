@@ -1,7 +1,8 @@
 """`desi-ard fit-spectrum`: the physics layer's science on one spectrum from a file, as a JSON-ready dict.
 
 Reads a DESI coadd (through `sources.reader`, with its redrock file or --z), an SDSS spec/spec-lite
-file (COADD HDU: loglam, flux, ivar, wdisp; z from SPECOBJ), or a plain stack (FLUX, IVAR, WAVE image
+file (COADD HDU: loglam, flux, ivar, wdisp; z from SPECOBJ; WDISP rescaled to the width of the file's own
+sky lines, `spectra.sky_lsf_scale`, reported as `lsf_scale`), or a plain stack (FLUX, IVAR, WAVE image
 HDUs, vacuum Å, with --z and --fwhm). The same functions as the `physics` assets run on it.
 """
 
@@ -27,6 +28,7 @@ class OneSpectrum:
     targetid: int | None = None
     spectype: str | None = None
     zwarn: int | None = None
+    lsf_scale: float = 1.0  # stated LSF × this = the LSF used (SDSS: from the sky lines)
 
 
 def read_one(path: str | Path, targetid: int | None = None, z: float | None = None,
@@ -77,6 +79,8 @@ def _read_desi(path: Path, targetid: int | None, z: float | None) -> OneSpectrum
 def _read_sdss(path: Path, z: float | None, fwhm_a: float | None) -> OneSpectrum:
     from astropy.io import fits
 
+    from desi_assets.science.physics.spectra import sky_lsf_scale
+
     with fits.open(path, memmap=False) as h:
         t = h["COADD"].data
         wave = 10 ** np.asarray(t["loglam"], dtype=np.float64)  # SDSS wavelengths are vacuum
@@ -85,6 +89,10 @@ def _read_sdss(path: Path, z: float | None, fwhm_a: float | None) -> OneSpectrum
         mask = np.asarray(t["and_mask"]) if "and_mask" in t.names else np.zeros(wave.size, int)
         dpix = wave * np.log(10) * np.median(np.diff(np.asarray(t["loglam"], dtype=np.float64)))
         lsf = np.asarray(t["wdisp"], dtype=np.float64) * dpix if fwhm_a is None else np.full(wave.size, fwhm_a / 2.355)
+        # WDISP understates the coadd's LSF (the sky lines of NGC 3522's file are 18% wider): rescale it to them
+        scale = sky_lsf_scale(wave, np.asarray(t["sky"], dtype=np.float64), lsf) if (
+            fwhm_a is None and "sky" in t.names) else 1.0
+        lsf = lsf * scale
         spec = h["SPECOBJ"].data if "SPECOBJ" in [x.name for x in h] else None
         zz = z if z is not None else (float(spec["Z"][0]) if spec is not None else None)
         tid = int(spec["SPECOBJID"][0]) if spec is not None and "SPECOBJID" in spec.names else None
@@ -92,7 +100,7 @@ def _read_sdss(path: Path, z: float | None, fwhm_a: float | None) -> OneSpectrum
     if zz is None:
         raise ValueError(f"{path}: no SPECOBJ redshift; pass --z")
     ivar = np.where(mask == 0, ivar, 0.0)
-    return OneSpectrum(wave, flux, ivar, lsf, zz, "SDSS", tid, cls)
+    return OneSpectrum(wave, flux, ivar, lsf, zz, "SDSS", tid, cls, lsf_scale=scale)
 
 
 def _read_stack(path: Path, z: float | None, fwhm_a: float | None) -> OneSpectrum:
@@ -138,6 +146,7 @@ def fit_one(path: str | Path, targetid: int | None = None, z: float | None = Non
              if row[f"flux_{n}"] == row[f"flux_{n}"]}
     return {
         "file": str(path), "instrument": s.instrument, "targetid": s.targetid, "z": s.z, "spectype": s.spectype,
+        "lsf_scale": _clean(s.lsf_scale),
         "indices": {k: {"value": _clean(res.value[k][0]), "error": _clean(res.error[k][0]),
                         "flag": ix.REASONS[int(res.reason[k][0])]} for k in ix.INDEX_NAMES},
         "kinematics": {k: _clean(v) for k, v in row.items() if not k.startswith(("flux_", "ew_"))}

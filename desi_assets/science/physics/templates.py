@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from desi_assets.science.indices import air_to_vac
+from desi_assets.science.physics.spectra import C_KMS
 from desi_assets.science.stellar_populations.sps import bc03_path
 
 #: BC03 MILES range (air, Å) and the measured resolution there (FWHM, Å).
@@ -30,7 +31,8 @@ C3K_FWHM_A = 0.0
 
 @dataclass(frozen=True)
 class TemplateSet:
-    """Log-rebinned rest-frame stellar templates: ln λ grid (vacuum Å), flux (npix, ntemp), FWHM (Å), velscale (km/s)."""
+    """Log-rebinned rest-frame stellar templates: ln λ grid (vacuum Å), flux (npix, ntemp), FWHM (Å), velscale (km/s),
+    and the line variance the rebinning added per pixel (Å²)."""
 
     name: str
     ln_lam: np.ndarray
@@ -39,6 +41,7 @@ class TemplateSet:
     velscale: float
     ages_yr: np.ndarray
     zmet: np.ndarray
+    pix_var_a2: np.ndarray
 
     @property
     def lam_range(self) -> tuple[float, float]:
@@ -51,12 +54,19 @@ def _pick_ages(ages: np.ndarray, n: int, lo: float = 3e7, hi: float = 1.3e10) ->
     return np.unique(np.abs(np.log(ages[None, :] + 1) - np.log(want[:, None])).argmin(1))
 
 
-def _log_rebin(lam: np.ndarray, flux: np.ndarray, velscale: float) -> tuple[np.ndarray, np.ndarray]:
+def rebin_pixel_variance(lam_in: np.ndarray, lam_out: np.ndarray, velscale: float) -> np.ndarray:
+    """Line variance (Å²) that log-rebinning from pixels at lam_in (Å) to velscale (km/s) adds at lam_out (Å)."""
+    dlam_in = np.interp(lam_out, lam_in, np.gradient(lam_in))
+    return (dlam_in**2 + (lam_out * velscale / C_KMS) ** 2) / 12.0
+
+
+def _log_rebin(lam: np.ndarray, flux: np.ndarray, velscale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Native pixels at lam (Å, any spacing) → log pixels: flux normalised per template, ln λ, added variance (Å²)."""
     from ppxf import ppxf_util
 
     out, ln_lam, _ = ppxf_util.log_rebin(lam, flux, velscale=velscale)
     out = np.atleast_2d(out.T).T
-    return out / np.median(out, axis=0, keepdims=True), ln_lam
+    return out / np.median(out, axis=0, keepdims=True), ln_lam, rebin_pixel_variance(lam, np.exp(ln_lam), velscale)
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,11 +81,9 @@ def load_bc03(velscale: float, n_ages: int = 12, fwhm_a: float = BC03_FWHM_A) ->
         pick = _pick_ages(ages, n_ages)
         cubes = [np.asarray(h[f"ZMET_{z:.3f}ZSOL"].data[pick][:, keep], dtype=np.float64) for z in BC03_ZMET]
     lam = air_to_vac(wave_air[keep])
-    lin = np.linspace(lam[0], lam[-1], int((lam[-1] - lam[0]) / 0.5) + 1)  # uniform 0.5 Å before log_rebin
-    flux = np.concatenate([np.stack([np.interp(lin, lam, row) for row in c]) for c in cubes]).T
-    out, ln_lam = _log_rebin(lin[[0, -1]], flux, velscale)
+    out, ln_lam, pvar = _log_rebin(lam, np.concatenate(cubes).T, velscale)
     return TemplateSet("bc03", ln_lam, out, fwhm_a, velscale, np.tile(ages[pick], len(BC03_ZMET)),
-                       np.repeat(BC03_ZMET, len(pick)))
+                       np.repeat(BC03_ZMET, len(pick)), pvar)
 
 
 def read_c3k_fits(path: str | Path, lam_range: tuple[float, float] = (3000.0, 9000.0)
@@ -100,10 +108,8 @@ def load_c3k(velscale: float, fwhm_a: float = C3K_FWHM_A, min_age_yr: float = 3e
     sel = (wave >= lam_range[0]) & (wave <= lam_range[1])
     use = ages >= min_age_yr
     wave, flux = wave[sel], flux[use][:, sel]
-    lin = np.linspace(wave[0], wave[-1], int((wave[-1] - wave[0]) / 0.1) + 1)
-    flux = np.stack([np.interp(lin, wave, row) for row in flux]).T
-    out, ln_lam = _log_rebin(lin[[0, -1]], flux, velscale)
-    return TemplateSet("c3k", ln_lam, out, fwhm_a, velscale, ages[use], np.ones(int(use.sum())))
+    out, ln_lam, pvar = _log_rebin(wave, flux.T, velscale)
+    return TemplateSet("c3k", ln_lam, out, fwhm_a, velscale, ages[use], np.ones(int(use.sum())), pvar)
 
 
 def load_templates(kind: str, velscale: float, fwhm_a: float | None = None) -> TemplateSet:
