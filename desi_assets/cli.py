@@ -73,12 +73,13 @@ def report(results: list, say=_say) -> int:
     """Print the summary table and the check table of a pipeline; returns the exit status (0 or 1)."""
     say("")
     say("summary")
-    say(f"{'job':<24}{'runs':>6}{'partitions':>12}{'ok':>6}{'failed':>8}{'rows':>10}{'seconds':>10}{'checks':>10}")
+    wj = max([24] + [len(r.job) + 2 for r in results])
+    say(f"{'job':<{wj}}{'runs':>6}{'partitions':>12}{'ok':>6}{'failed':>8}{'rows':>10}{'seconds':>10}{'checks':>10}")
     for r in results:
         n_ok = len(r.succeeded)
         bad = len(r.failed) + len(r.failed_checks)
         checks = f"{len(r.checks) - len(r.failed_checks)}/{len(r.checks)}" if r.checks else "-"
-        say(f"{r.job:<24}{r.runs:>6}{r.partitions:>12}{n_ok:>6}{bad:>8}{r.rows:>10}{r.seconds:>10.1f}{checks:>10}")
+        say(f"{r.job:<{wj}}{r.runs:>6}{r.partitions:>12}{n_ok:>6}{bad:>8}{r.rows:>10}{r.seconds:>10.1f}{checks:>10}")
     checks = _worst_per_check([c for r in results for c in r.checks])
     if checks:
         say("")

@@ -13,12 +13,13 @@ from desi_assets.defs.ops.definitions import defs as ops_defs
 from desi_assets.defs.physics.definitions import defs as physics_defs
 from desi_assets.defs.preprocess.definitions import defs as preprocess_defs
 from desi_assets.defs.resources import make_resources
+from desi_assets.defs.stellar_populations.definitions import defs as stellar_population_defs
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-LAYERS = [ingest_defs, preprocess_defs, anomaly_defs, cosmic_web_defs, embedding_defs, physics_defs, catalog_defs,
-          ops_defs]
+LAYERS = [ingest_defs, preprocess_defs, anomaly_defs, cosmic_web_defs, embedding_defs, physics_defs,
+          stellar_population_defs, catalog_defs, ops_defs]
 
 #: The demo's order of jobs: (job name, partitioned over `coadds`).
 PIPELINE_STAGES: list[tuple[str, bool]] = [
@@ -26,6 +27,10 @@ PIPELINE_STAGES: list[tuple[str, bool]] = [
     ("cosmic_web_job", True),
     ("physics_job", True),
     ("physics_validation_job", False),
+    ("stellar_population_model_job", False),
+    ("stellar_populations_job", True),  # after physics: the tension flag reads spectral_indices
+    ("stellar_population_posteriors_job", True),  # Bagpipes on the small priority subset (config posteriors)
+    ("stellar_population_validation_job", False),
     ("anomaly_models_job", False),
     ("embedding_model_job", False),
     ("spectral_embeddings_job", True),

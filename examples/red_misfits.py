@@ -1,17 +1,18 @@
-"""Red mis-fits: objects whose stellar-population model disagrees with their indices (old by Dn4000, young by model).
+"""Red mis-fits: objects whose stellar-population model disagrees with their indices (`stellar_pop_tension`).
 
-Without stellar_populations, the index-against-lines tension is used instead: red by Dn4000 yet with strong Hα or
+On the mock, scored against the truth's frosted and quenched histories (`sfh_kind`). Without stellar_populations, the index-against-lines tension is used instead: red by Dn4000 yet with strong Hα or
 [OIII] emission. Run: python -m examples.red_misfits [--lakehouse lakehouse] [--out examples/figures]
 """
 
 from __future__ import annotations
 
+import polars as pl
+
 import desi_assets.ard as ard
 from examples.common import mock_truth, need, out_path, parse_args
 
-#: Dn4000 above which a spectrum is "red" (quiescent), and the model age (Gyr) below which it is "young".
+#: Dn4000 above which a spectrum is "red" (quiescent).
 RED_DN4000 = 1.6
-YOUNG_AGE_GYR = 2.0
 STRONG_EW_A = 10.0
 
 
@@ -20,8 +21,8 @@ def main(lakehouse: str | None = None, out: str = "examples/figures") -> dict:
     db = ard.connect(lakehouse)
     if not need(db, ["dn4000"], "red mis-fits (Dn4000 from spectral_indices)"):
         return {"skipped": "dn4000"}
-    if db.query("age_p50 is not null", columns=["age_p50"], limit=1).height:
-        expr, kind = f"primary and dn4000 > {RED_DN4000} and age_p50 < {YOUNG_AGE_GYR}", "model-against-index"
+    if db.query("stellar_pop_tension is not null", columns=["stellar_pop_tension"], limit=1).height:
+        expr, kind = "primary and stellar_pop_tension", "model-against-index"
     elif need(db, ["ew_halpha"], "the index-against-lines fallback"):
         print("stellar_populations not materialized: using the index-against-lines tension instead")
         expr = f"primary and dn4000 > {RED_DN4000} and (ew_halpha > {STRONG_EW_A} or ew_oiii_5007 > {STRONG_EW_A})"
@@ -30,13 +31,19 @@ def main(lakehouse: str | None = None, out: str = "examples/figures") -> dict:
         return {"skipped": "age_p50 and ew_halpha"}
     misfits = db.query(expr)
     red = db.query(f"primary and dn4000 > {RED_DN4000}", columns=["targetid"]).height
-    print(f"{kind} tension: {misfits.height} of {red} red (Dn4000 > {RED_DN4000}) galaxies")
+    print(f"{kind} tension: {misfits.height} galaxies flagged ({red} red by Dn4000 > {RED_DN4000})")
     result = {"kind": kind, "misfits": misfits.height, "red": red}
     truth = mock_truth(db.lakehouse.root)
-    label = next((c for c in ("population", "galaxy_class", "quenched") if truth is not None and c in truth.columns),
-                 None)
-    if label is None:
-        print("the mock's truth has no frosted/quenched label: recovery not scored")
+    if truth is None or "sfh_kind" not in truth.columns:
+        print("no mock truth with sfh_kind here: recovery of frosted/quenched galaxies not scored")
+    else:
+        odd = set(truth.filter(pl.col("sfh_kind").is_in(["frosted", "quenched"]))["targetid"].to_list())
+        fitted = set(db.query("primary and dn4000 > 0", columns=["targetid"])["targetid"].to_list()) & odd
+        found = set(misfits["targetid"].to_list()) & fitted
+        result |= {"frosted_or_quenched": len(fitted), "recovered": len(found),
+                   "purity": round(len(found) / misfits.height, 3) if misfits.height else None}
+        print(f"recovered {len(found)} of {len(fitted)} frosted or quenched mock galaxies with indices; "
+              f"purity {result['purity']}")
     ard.quenching_diagram(db.query("primary and dn4000 > 0"), path=out_path(out, "red_misfits_plane.png"))
     if misfits.height:
         ard.plot_spectrum(int(misfits["targetid"][0]), path=out_path(out, "red_misfit_example.png"), db=db)

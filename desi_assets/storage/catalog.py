@@ -27,7 +27,7 @@ class CatalogFlag(enum.IntFlag):
     NO_ANOMALY_SCORE = 4  # no anomaly_scores row
     INDICES_NOT_OK = 8  # spectral_indices row missing or status != ok
     KINEMATICS_NOT_OK = 16  # kinematics_and_lines row missing or status != ok (fit failed, low S/N, ...)
-    STELLAR_POP_NOT_OK = 32  # stellar_populations row missing or status != ok
+    STELLAR_POP_NOT_OK = 32  # stellar_populations row missing or fit_status not ok (ok_spectrum_only is ok)
     WEB_NOT_OK = 64  # cosmic_web row missing or status != ok
     WEB_EDGE = 128  # cosmic_web buffer leaves the footprint
     HIGH_MASKED_FRACTION = 256  # masked_frac above the config limit
@@ -173,7 +173,7 @@ def with_flags(df: pl.DataFrame, masked_frac_max: float, snr_min: float, limits:
     for layer, bit in _LAYER_FLAG.items():
         has = col(f"_has_{layer}").fill_null(False)
         status = LAYER_STATUS[layer]
-        ok = has if status is None else has & (col(status).fill_null("") == "ok")
+        ok = has if status is None else has & col(status).fill_null("").str.starts_with("ok")  # ok, ok_spectrum_only
         terms.append((bit, ~ok))
     flags = pl.sum_horizontal([pl.when(t).then(int(b)).otherwise(0) for b, t in terms]).cast(pl.Int32)
     reason = pl.concat_str([pl.when(t).then(pl.lit(b.name)).otherwise(None) for b, t in terms], separator="|",

@@ -57,13 +57,12 @@ def test_sed_band_fluxes_match_the_native_sed_through_band_fluxes():
     ts, tau = rng.uniform(1, 10, n), rng.uniform(0.3, 5, n)
     zm, av, z = 10 ** rng.uniform(-0.7, 0.4, n), rng.uniform(0, 1, n), np.sort(rng.uniform(0.02, 1.55, n))
     wave, _ = sps.load_native_grid()
-    first = int(np.flatnonzero(np.diff(wave) <= 0).max()) + 2  # the native grid is increasing from here
+    assert np.all(np.diff(wave) > 0)  # air → vacuum must not fold the far UV over the optical
     scale = rng.uniform(0.5, 2.0, n)
     for wa in (sps.sfh_weights(ts, tau), sps.sfh_weights_frosted(ts, tau, np.full(n, 0.02), np.full(n, 0.04)),
                sps.sfh_weights_quenched(ts, tau, 0.3 * ts)):
         fast = P.sed_band_fluxes(wa, zm, av, z, scale)
         sw, sed = sps.sed_from_weights(wa, zm, av, wave_range=(0.0, 1e9))
-        sw, sed = sw[first:], sed[:, first:]
         ref = np.array([P.band_fluxes(sw * (1 + z[i]), scale[i] * sed[i:i + 1])[0] for i in range(n)])
         assert fast == pytest.approx(ref, rel=2e-3)
     assert P.sed_band_fluxes(wa[:0], zm[:0], av[:0], z[:0], scale[:0]).shape == (0, 5)

@@ -11,9 +11,9 @@ from desi_assets.plots_catalog import plot_sky_map
 from desi_assets.storage import catalog, release
 from desi_assets.storage.lakehouse import LakehouseResource
 
-#: Assets whose tables the catalog joins (lineage in the UI); stellar_populations joins once it exists.
-UPSTREAM = ["raw_spectra", "anomaly_scores", "spectral_indices", "kinematics_and_lines", "cosmic_web",
-            "spectral_embeddings"]
+#: Assets whose tables the catalog joins (lineage in the UI).
+UPSTREAM = ["raw_spectra", "anomaly_scores", "spectral_indices", "kinematics_and_lines", "stellar_populations",
+            "cosmic_web", "spectral_embeddings"]
 CHECKS = check_descriptions(CatalogConfig())
 
 

@@ -99,8 +99,7 @@ def phot_ssp_grid() -> tuple[np.ndarray, np.ndarray]:
 
     wave, flux = load_native_grid()
     lo, hi = PHOT_REST_RANGE
-    first = int(np.flatnonzero(np.diff(wave) <= 0).max(initial=-1)) + 2  # after the far-UV fold
-    sel = first + np.flatnonzero((wave[first:] >= lo * 0.99) & (wave[first:] <= hi * 1.01))
+    sel = np.flatnonzero((wave >= lo * 0.99) & (wave <= hi * 1.01))
     w = wave[sel]
     edges = lo * np.exp(PHOT_DLNL * np.arange(int(np.log(hi / lo) / PHOT_DLNL) + 2))
     f = flux[:, sel].astype(np.float64)
