@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from desi_assets.science.truth import read_truth_columns
+
 
 def parse_args(doc: str) -> argparse.Namespace:
     """--lakehouse (default: the `make demo` one) and --out (figures directory)."""
@@ -18,10 +20,7 @@ def parse_args(doc: str) -> argparse.Namespace:
 
 def mock_truth(root: str) -> pl.DataFrame | None:
     """The mock survey's truth rows (targetid, anomaly_class, ...) when the lakehouse holds its archive."""
-    files = sorted(Path(root).glob("archive/**/truth-*.parquet"))
-    if not files:
-        return None
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    return read_truth_columns(Path(root) / "archive")
 
 
 def need(db, columns: list[str], what: str) -> bool:

@@ -120,6 +120,14 @@ def test_a_few_noisy_outliers_pass_but_are_flagged(good_rows):
     assert flagged[0] & cat.CatalogFlag.OUT_OF_PHYSICAL_RANGE and not flagged[1] & cat.CatalogFlag.OUT_OF_PHYSICAL_RANGE
 
 
+def test_a_small_partition_may_have_two_outliers_but_not_three(good_rows):
+    small = good_rows.head(8)
+    for n_bad, ok in ((1, True), (2, True), (3, False)):
+        rows = small.with_columns(pl.when(pl.int_range(pl.len()) < n_bad).then(3.4).otherwise(pl.col("dn4000"))
+                                  .alias("dn4000"))
+        assert _gates(rows, n_targets=rows.height)["catalog_physical_ranges"].passed is ok, n_bad
+
+
 def test_row_count_gate_stops_a_partition_that_lost_rows(good_rows):
     res = _gates(good_rows.head(good_rows.height - 2), n_targets=good_rows.height)
     assert not res["catalog_row_count"].passed

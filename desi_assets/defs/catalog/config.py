@@ -21,6 +21,8 @@ class CatalogConfig(dg.ConfigurableResource):
     max_out_of_range_fraction: float = Field(
         default=0.05, description="largest fraction of a partition's measured Dn4000/VDISP/logmass outside the "
                                   "physical range (the mock demo: up to ~2% of Dn4000 > 3 from low-S/N spectra)")
+    min_allowed_out_of_range: int = Field(
+        default=2, description="a partition may always have this many out-of-range values (small partitions)")
     max_null_fraction: dict[str, float] = Field(
         default={"ra": 0.0, "dec": 0.0, "z": 0.01, "zwarn": 0.01, "spectype": 0.01},
         description="column -> largest allowed fraction of nulls per partition")
@@ -34,6 +36,7 @@ class CatalogConfig(dg.ConfigurableResource):
                           dn4000=tuple(self.dn4000_range), vdisp=tuple(self.vdisp_range),
                           logmass=tuple(self.logmass_range), web_classes=tuple(self.web_classes),
                           max_out_of_range_fraction=self.max_out_of_range_fraction,
+                          min_allowed_out_of_range=self.min_allowed_out_of_range,
                           max_null_fraction=tuple(self.max_null_fraction.items()))
 
 

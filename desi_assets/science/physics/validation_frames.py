@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
 from desi_assets.science.physics.fit import LINE_NAMES
 from desi_assets.science.physics.validation import bias_curve, robust_stats
+from desi_assets.science.truth import read_truth_columns
 
 TRUTH_COLUMNS = ["targetid", "vdisp", "gas_sigma_kms", "dn4000"] + [f"flux_{n}" for n in LINE_NAMES]
 
 
 def read_truth(root: str | None) -> pl.DataFrame | None:
     """All truth-*.parquet rows under an archive root (the mock writes one per pixel), or None if there are none."""
-    if not root or not Path(root).is_dir():
-        return None
-    files = sorted(Path(root).rglob("truth-*.parquet"))
-    if not files:
-        return None
-    frames = [pl.read_parquet(f) for f in files]
-    frames = [f.select([c for c in TRUTH_COLUMNS if c in f.columns]) for f in frames]
-    return pl.concat(frames, how="diagonal_relaxed").rename({"vdisp": "vdisp_true", "gas_sigma_kms": "gas_sigma_true",
+    t = read_truth_columns(root, TRUTH_COLUMNS)
+    return None if t is None else t.rename({"vdisp": "vdisp_true", "gas_sigma_kms": "gas_sigma_true",
                                                              "dn4000": "dn4000_true"}, strict=False)
 
 

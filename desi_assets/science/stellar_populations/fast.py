@@ -712,17 +712,22 @@ def default_index_model() -> FastModel:
     return build_fast_model(FastSettings(n_models=3000, n_pilot=1000, n_components=8, z_step_phot=0.4))
 
 
+def _index_query(dn4000, hdelta_a, model: FastModel | None):
+    """The model, its (Dn4000, HδA) KD-tree and rows, the query points (n, 2) and which are finite."""
+    m = default_index_model() if model is None else model
+    tab = np.ascontiguousarray(m.index_table, dtype=np.float64)
+    tree, rows = _index_tree(m.version, tab.tobytes(), tab.shape)
+    x = np.stack([np.atleast_1d(np.asarray(dn4000, np.float64)), np.atleast_1d(np.asarray(hdelta_a, np.float64))], 1)
+    return m, tree, rows, x, np.isfinite(x).all(axis=1)
+
+
 def dn4000_hdelta_age(dn4000: np.ndarray, hdelta_a: np.ndarray, model: FastModel | None = None, k: int = 40,
                       return_scatter: bool = False):
     """Mass-weighted age (Gyr) from Dn4000 and HδA (Å): median over the k library models nearest in index space.
 
     With return_scatter, also the neighbours' robust scatter in dex. NaN where an index is NaN.
     """
-    m = default_index_model() if model is None else model
-    tab = np.ascontiguousarray(m.index_table, dtype=np.float64)
-    tree, rows = _index_tree(m.version, tab.tobytes(), tab.shape)
-    x = np.stack([np.atleast_1d(np.asarray(dn4000, np.float64)), np.atleast_1d(np.asarray(hdelta_a, np.float64))], 1)
-    ok = np.isfinite(x).all(axis=1)
+    m, tree, rows, x, ok = _index_query(dn4000, hdelta_a, model)
     age = np.full(len(x), np.nan)
     scat = np.full(len(x), np.nan)
     if ok.any():
@@ -737,11 +742,7 @@ def dn4000_hdelta_age(dn4000: np.ndarray, hdelta_a: np.ndarray, model: FastModel
 def index_locus_distance(dn4000: np.ndarray, hdelta_a: np.ndarray, model: FastModel | None = None) -> np.ndarray:
     """Distance (units of INDEX_SCALES: 0.05 in Dn4000, 1 Å in HδA) from (Dn4000, HδA) to the nearest library model:
     large where no delayed-τ history makes those indices (a burst on an old population, a quenched SFH)."""
-    m = default_index_model() if model is None else model
-    tab = np.ascontiguousarray(m.index_table, dtype=np.float64)
-    tree, _ = _index_tree(m.version, tab.tobytes(), tab.shape)
-    x = np.stack([np.atleast_1d(np.asarray(dn4000, np.float64)), np.atleast_1d(np.asarray(hdelta_a, np.float64))], 1)
-    ok = np.isfinite(x).all(axis=1)
+    _, tree, _, x, ok = _index_query(dn4000, hdelta_a, model)
     d = np.full(len(x), np.nan)
     if ok.any():
         d[ok] = tree.query(x[ok] / INDEX_SCALES[None, :], k=1)[0]

@@ -6,12 +6,11 @@ space each parameter is compared in (dex for SFR, age and Z; log M☉ and mag as
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
 from desi_assets.science.stellar_populations import coverage as cov
+from desi_assets.science.truth import read_truth_columns
 
 #: Table parameter -> mock truth column (sources.mock: logmass surviving total, SFR over 100 Myr, mass-weighted
 #: age in Gyr, A_V in mag, Z/Z☉).
@@ -32,15 +31,8 @@ MISFIT_KINDS = ("frosted", "quenched")
 
 def read_truth(root: str | None) -> pl.DataFrame | None:
     """Galaxy truth rows (targetid, {param}_true, sfh_kind, dn4000/hdelta_a true) under an archive root, or None."""
-    if not root or not Path(root).is_dir():
-        return None
-    files = sorted(Path(root).rglob("truth-*.parquet"))
-    if not files:
-        return None
-    want = ["targetid", "spectype", "sfh_kind", "dn4000", "hdelta_a", *TRUTH_COLUMNS.values()]
-    frames = [pl.read_parquet(f) for f in files]
-    t = pl.concat([f.select([c for c in want if c in f.columns]) for f in frames], how="diagonal_relaxed")
-    if "logmass" not in t.columns:
+    t = read_truth_columns(root, ["targetid", "spectype", "sfh_kind", "dn4000", "hdelta_a", *TRUTH_COLUMNS.values()])
+    if t is None or "logmass" not in t.columns:
         return None
     if "spectype" in t.columns:
         t = t.filter(pl.col("spectype") == "GALAXY")

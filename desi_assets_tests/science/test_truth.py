@@ -1,0 +1,13 @@
+import polars as pl
+
+from desi_assets.science.truth import read_truth_columns
+
+
+def test_reads_every_truth_file_with_the_columns_each_has(tmp_path):
+    (tmp_path / "a").mkdir()
+    pl.DataFrame({"targetid": [1, 2], "logmass": [10.0, 11.0], "x": [0, 0]}).write_parquet(tmp_path / "a/truth-1.parquet")
+    pl.DataFrame({"targetid": [3], "sfh_kind": ["frosted"]}).write_parquet(tmp_path / "truth-2.parquet")
+    pl.DataFrame({"targetid": [9]}).write_parquet(tmp_path / "other.parquet")
+    t = read_truth_columns(tmp_path, ["targetid", "logmass", "sfh_kind"])
+    assert sorted(t["targetid"].to_list()) == [1, 2, 3] and set(t.columns) == {"targetid", "logmass", "sfh_kind"}
+    assert read_truth_columns(tmp_path / "missing") is None and read_truth_columns(None) is None
