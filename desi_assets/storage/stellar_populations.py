@@ -32,7 +32,8 @@ PHOT_COLUMNS = [("flux_g", "flux_ivar_g"), ("flux_r", "flux_ivar_r"), ("flux_z",
 TARGET_COLUMNS = [*KEY_COLUMNS, "z", "zwarn", "spectype", "usable",
                   *[c for pair in PHOT_COLUMNS for c in pair]]
 #: spectral_indices columns the tension flag reads (emission-corrected first, raw where there is no fit).
-INDEX_COLUMNS = ["dn4000", "hdelta_a", "dn4000_corr", "hdelta_a_corr"]
+INDEX_COLUMNS = ["dn4000", "hdelta_a", "dn4000_corr", "hdelta_a_corr",
+                 "dn4000_err", "hdelta_a_err", "dn4000_corr_err", "hdelta_a_corr_err"]
 #: Percentile result keys of fit_fast / Bagpipes: f"{param}_{suffix}".
 RESULT_KEYS = [f"{p}_{q}" for p in STELLAR_POP_PARAMS for q in STELLAR_POP_PERCENTILES]
 
@@ -82,7 +83,11 @@ def fit_inputs(lakehouse: LakehouseResource, keys: Sequence[str]) -> FitInputs:
     df = df.with_columns(
         skip.alias("skip"),
         pl.coalesce("dn4000_corr", "dn4000").cast(pl.Float64).alias("dn4000_used"),
-        pl.coalesce("hdelta_a_corr", "hdelta_a").cast(pl.Float64).alias("hdelta_a_used"))
+        pl.coalesce("hdelta_a_corr", "hdelta_a").cast(pl.Float64).alias("hdelta_a_used"),
+        pl.when(pl.col("dn4000_corr").is_not_null()).then(pl.col("dn4000_corr_err")).otherwise(pl.col("dn4000_err"))
+        .cast(pl.Float64).alias("dn4000_used_err"),
+        pl.when(pl.col("hdelta_a_corr").is_not_null()).then(pl.col("hdelta_a_corr_err"))
+        .otherwise(pl.col("hdelta_a_err")).cast(pl.Float64).alias("hdelta_a_used_err"))
     eligible = (df["skip"] == "").to_numpy()
     e = df.filter(pl.Series(eligible))
     norm = e["norm"].cast(pl.Float64).to_numpy()[:, None] if e.height else np.zeros((0, 1))
@@ -90,7 +95,8 @@ def fit_inputs(lakehouse: LakehouseResource, keys: Sequence[str]) -> FitInputs:
     ivar = to_numpy_2d(e["ivar"], np.float64) / norm ** 2 if e.height else np.zeros((0, 496))
     phot, phot_ivar = photometry_arrays(e)
     snr = _full(spectrum_snr(flux, ivar) if e.height else [], eligible, np.nan, np.float64)
-    rows = df.select(*KEY_COLUMNS, pl.col("z").cast(pl.Float64), "skip", "dn4000_used", "hdelta_a_used").with_columns(
+    rows = df.select(*KEY_COLUMNS, pl.col("z").cast(pl.Float64), "skip", "dn4000_used", "hdelta_a_used",
+                     "dn4000_used_err", "hdelta_a_used_err").with_columns(
         pl.Series("snr", snr, nan_to_null=True))
     return FitInputs(rows, eligible, flux, ivar, e["z"].cast(pl.Float64).to_numpy(), phot, phot_ivar)
 

@@ -180,3 +180,14 @@ def test_calibration_chooses_floor_and_temperature(model):
     assert out.settings.spec_floor in (0.0, 0.02) and out.settings.temperature in (1.0, 3.0)
     assert out.calibration["n"] == n and 0 <= out.calibration["logmass_cov68"] <= 1
     assert out.version != model.version or (out.settings == model.settings)
+
+
+def test_noisy_indices_cannot_raise_the_tension_flag(model):
+    old = fast.dn4000_hdelta_age(np.array([1.9]), np.array([-2.0]), model=model)
+    a50 = np.array([0.1, 0.1, 0.1])  # a young fit against old-looking indices
+    dn, hd = np.full(3, 1.9), np.full(3, -2.0)
+    precise = fast.tension_flag(a50, a50 / 1.12, a50 * 1.12, dn, hd, model=model, dn4000_err=np.full(3, 0.01),
+                                hdelta_a_err=np.full(3, 0.2))
+    noisy = fast.tension_flag(a50, a50 / 1.12, a50 * 1.12, dn, hd, model=model, dn4000_err=np.full(3, 0.8),
+                              hdelta_a_err=np.array([6.0, np.nan, 6.0]))
+    assert old[0] > 5.0 and precise.all() and not noisy.any()

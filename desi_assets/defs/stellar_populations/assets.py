@@ -91,11 +91,12 @@ def stellar_populations(context: dg.AssetExecutionContext, stellar_populations_c
         res, age, flag = {}, np.zeros(0), np.zeros(0, bool)
         if inp.eligible.any():
             res = fast.fit_fast(model, inp.flux, inp.ivar, inp.z, inp.phot, inp.phot_ivar)
-            dn, hd = (inp.rows.filter(pl.Series(inp.eligible))[c].fill_null(np.nan).to_numpy()
-                      for c in ("dn4000_used", "hdelta_a_used"))
+            dn, hd, dne, hde = (inp.rows.filter(pl.Series(inp.eligible))[c].fill_null(np.nan).to_numpy()
+                                for c in ("dn4000_used", "hdelta_a_used", "dn4000_used_err", "hdelta_a_used_err"))
             age = fast.dn4000_hdelta_age(dn, hd, model=model)
             flag = fast.tension_flag(res["age_mw_p50"], res["age_mw_p16"], res["age_mw_p84"], dn, hd, model=model,
-                                     nsigma=cfg.tension_nsigma, max_locus_distance=cfg.tension_max_locus_distance)
+                                     nsigma=cfg.tension_nsigma, max_locus_distance=cfg.tension_max_locus_distance,
+                                     dn4000_err=dne, hdelta_a_err=hde)
         fit_s, n_fit = fit_s + time.perf_counter() - t1, n_fit + int(inp.eligible.sum())
         frames.append(store.population_rows(inp, res, age, flag, model.version))
     rows = pl.concat(frames)

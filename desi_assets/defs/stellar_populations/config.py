@@ -88,8 +88,8 @@ class StellarPopulationsConfig(dg.ConfigurableResource):
     model: FastModelConfig = Field(default_factory=FastModelConfig)
     posteriors: PosteriorsConfig = Field(default_factory=PosteriorsConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    tension_nsigma: float = Field(default=2.0, description="tension flag: |log age_fit − log age_index| above this "
-                                                            "many combined σ (fast.tension_flag)")
+    tension_nsigma: float = Field(default=3.0, description="tension flag: |log age_fit − log age_index| above this "
+                                                            "many combined σ, index errors included (fast.tension_flag)")
     tension_max_locus_distance: float | None = Field(
         default=None, description="also flag indices farther than this (0.05 in Dn4000, 1 Å in HδA units) from every "
                                   "library model; null: age test only")

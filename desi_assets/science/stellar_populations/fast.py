@@ -751,15 +751,32 @@ def index_locus_distance(dn4000: np.ndarray, hdelta_a: np.ndarray, model: FastMo
 
 def tension_flag(age_p50_gyr: np.ndarray, age_p16: np.ndarray, age_p84: np.ndarray, dn4000: np.ndarray,
                  hdelta_a: np.ndarray, model: FastModel | None = None, nsigma: float = 2.0,
-                 max_locus_distance: float | None = None) -> np.ndarray:
+                 max_locus_distance: float | None = None, dn4000_err: np.ndarray | None = None,
+                 hdelta_a_err: np.ndarray | None = None) -> np.ndarray:
     """True where the fit's age and the Dn4000/HδA age differ by more than nsigma × their combined σ (dex), or,
-    with max_locus_distance, where the indices lie farther than that from every library model."""
+    with max_locus_distance, where the indices lie farther than that from every library model.
+
+    The index age's σ is the library neighbours' scatter plus, with dn4000_err/hdelta_a_err (1σ; Å for HδA),
+    the index measurement errors propagated by finite differences (a noisy index cannot raise the flag).
+    """
     a50, a16, a84 = (np.atleast_1d(np.asarray(a, np.float64)) for a in (age_p50_gyr, age_p16, age_p84))
     idx_age, idx_sig = dn4000_hdelta_age(dn4000, hdelta_a, model=model, return_scatter=True)
+    var_meas = np.zeros_like(idx_sig)
+    dn, hd = np.atleast_1d(np.asarray(dn4000, np.float64)), np.atleast_1d(np.asarray(hdelta_a, np.float64))
+    shifts = ((dn4000_err, lambda e: (dn + e, hd, dn - e, hd)), (hdelta_a_err, lambda e: (dn, hd + e, dn, hd - e)))
+    for err, shift in shifts:
+        if err is not None:
+            e = np.nan_to_num(np.atleast_1d(np.asarray(err, np.float64)), nan=np.inf)
+            e = np.minimum(e, 10.0)  # a missing error counts as an uninformative index
+            d1, h1, d2, h2 = shift(e)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = (np.log10(dn4000_hdelta_age(d1, h1, model=model))
+                        - np.log10(dn4000_hdelta_age(d2, h2, model=model)))
+            var_meas += np.nan_to_num(0.5 * step, nan=1.0) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         sig_fit = 0.5 * (np.log10(a84) - np.log10(a16))
         diff = np.abs(np.log10(a50) - np.log10(idx_age))
-        flag = diff > nsigma * np.sqrt(sig_fit**2 + idx_sig**2 + 0.05**2)
+        flag = diff > nsigma * np.sqrt(sig_fit**2 + idx_sig**2 + var_meas + 0.05**2)
     flag = np.where(np.isfinite(diff) & np.isfinite(sig_fit), flag, False)
     if max_locus_distance is not None:
         d = index_locus_distance(dn4000, hdelta_a, model)
