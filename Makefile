@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/vector_search.py
 	$(PY) bench/api.py
 	$(PY) bench/mock_vs_real.py
+	$(PY) bench/stellar_populations.py
 
 ui: setup
 	mkdir -p $(LAKE)/.dagster
