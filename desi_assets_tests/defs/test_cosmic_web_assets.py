@@ -73,6 +73,10 @@ def test_landed_pixel_re_requests_its_neighbours(small_survey, instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=far))
     last = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
     assert [r.partition_key for r in last.run_requests] == [far]
+    # a pixel whose cosmic_web was computed after the landing (a job ran it already) is not re-requested
+    instance.report_runless_asset_event(dg.AssetMaterialization("cosmic_web", partition=far))
+    fresh = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    assert not fresh.run_requests and "newer" in fresh.skip_reason.skip_message
 
 
 def test_cli_on_a_parquet_catalog_keeps_input_order(tmp_path):
