@@ -49,13 +49,16 @@ class PosteriorsConfig(dg.Config):
     timeout_s: float = Field(default=90.0, description="per-fit limit, s: the sampler stops, fit_status timeout "
                                                        "(keeps the demo stage near 2 min)")
     workers: int = Field(default=0, description="Bagpipes worker processes; 0: one per core (at most one per fit)")
+    nebular: bool = Field(default=False, description="bagpipes' nebular model (lines + continuum at fitted log U); "
+                                                     "off for the mock, whose 13 Gaussian lines have no continuum; "
+                                                     "turn on for real data")
 
     def settings(self):
         """The science-side BagpipesSettings."""
         from desi_assets.science.stellar_populations.bagpipes_fit import BagpipesSettings
 
         return BagpipesSettings(n_live=self.n_live, bin_factor=self.bin_factor, use_photometry=self.use_photometry,
-                                timeout_s=self.timeout_s)
+                                timeout_s=self.timeout_s, nebular=self.nebular)
 
     def worker_count(self, n_fits: int) -> int:
         """Worker processes for n_fits fits: the configured number, else one per core, never more than fits."""
