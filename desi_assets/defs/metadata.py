@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from desi_assets.plots import png_markdown
 
@@ -21,3 +22,9 @@ def plot_metadata(path: Path | str | None, name: str = "plot", width_px: int = 4
         return {}
     return {name: dg.MetadataValue.md(png_markdown(path, width_px, title=name)),
             f"{name}_path": dg.MetadataValue.path(str(path))}
+
+
+def median_metadata(df: pl.DataFrame, col: str) -> float | None:
+    """Median of a column's non-null values, rounded to 4 decimals; None when it has none (or no such column)."""
+    v = df[col].drop_nulls() if col in df.columns else pl.Series([])
+    return round(float(v.median()), 4) if v.len() else None

@@ -1,9 +1,10 @@
-"""The mock survey's truth tables: one truth-<pixel>.parquet beside each coadd (polars)."""
+"""The mock survey's truth tables (one truth-<pixel>.parquet beside each coadd) and joined-frame helpers (polars)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 
@@ -18,3 +19,8 @@ def read_truth_columns(root: str | Path | None, columns: list[str] | None = None
     if columns is not None:
         frames = [f.select([c for c in columns if c in f.columns]) for f in frames]
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def float_column(df: pl.DataFrame, col: str) -> np.ndarray:
+    """A frame column as float64 with NaN for nulls; all NaN when the frame lacks it."""
+    return df[col].cast(pl.Float64).fill_null(np.nan).to_numpy() if col in df.columns else np.full(df.height, np.nan)

@@ -75,9 +75,7 @@ def _table_columns(lakehouse, table: str) -> list[str] | None:
     """Columns the lakehouse table really has now (None when it is not registered or not created)."""
     if table not in REGISTRY or not lakehouse.exists(table):
         return None
-    from deltalake import DeltaTable
-
-    return [f.name for f in DeltaTable(lakehouse.table_uri(table), storage_options=lakehouse._so()).schema().fields]
+    return lakehouse.columns(table)
 
 
 def embedding_model_version(lakehouse) -> str | None:

@@ -121,6 +121,11 @@ class LakehouseResource(ConfigurableResource):
         """True when the table has been created."""
         return delta.exists(self.table_uri(name), self._so())
 
+    def columns(self, name: str) -> list[str]:
+        """Columns the table really has now (its schema may lag the registry until the next write)."""
+        from deltalake import DeltaTable
+        return [f.name for f in DeltaTable(self.table_uri(name), storage_options=self._so()).schema().fields]
+
     def version(self, name: str) -> int | None:
         """Current Delta version of a table (None if it does not exist)."""
         from deltalake import DeltaTable

@@ -52,9 +52,7 @@ class FitInputs:
 
 
 def _present(lakehouse: LakehouseResource, table: str, wanted: Sequence[str]) -> list[str]:
-    from deltalake import DeltaTable
-
-    have = {f.name for f in DeltaTable(lakehouse.table_uri(table), storage_options=lakehouse._so()).schema().fields}
+    have = set(lakehouse.columns(table))
     return [c for c in wanted if c in have]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from desi_assets.defs.ingest.assets import raw_spectra_spec
-from desi_assets.defs.metadata import plot_metadata
+from desi_assets.defs.metadata import median_metadata, plot_metadata
 from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.defs.physics.config import PhysicsConfig
 from desi_assets.plots_physics import plot_bias_curves, plot_fits, plot_index_plane
@@ -59,7 +59,7 @@ def physics(context: dg.AssetExecutionContext, config: PhysicsConfig, lakehouse:
             "partitions": len(keys), "rows": f.height, "fitted_ok": ok.height,
             "status_counts": dg.MetadataValue.json(catalog.failure_counts(f)),
             "fit_seconds": round(fit_s, 2), "fits_per_s": round(ok.height / fit_s, 2) if fit_s else 0.0,
-            "median_vdisp_kms": _median(ok, "vdisp"), "median_gas_sigma_kms": _median(ok, "gas_sigma"),
+            "median_vdisp_kms": median_metadata(ok, "vdisp"), "median_gas_sigma_kms": median_metadata(ok, "gas_sigma"),
             "vdisp_floor_kms": config.vdisp_floor_kms, "templates": config.templates,
             "table_version": lakehouse.version("kinematics_and_lines")} | plot_metadata(plot, "fits_plot"))
     if indices_spec.key in context.selected_asset_keys:
@@ -71,16 +71,11 @@ def physics(context: dg.AssetExecutionContext, config: PhysicsConfig, lakehouse:
                                 f"indices: {keys[0]}")
         yield dg.MaterializeResult(asset_key=indices_spec.key, metadata={
             "partitions": len(keys), "rows": i.height, "measured": m.height,
-            "dn4000_measured": int(m["dn4000"].is_not_null().sum()), "median_dn4000": _median(m, "dn4000"),
+            "dn4000_measured": int(m["dn4000"].is_not_null().sum()), "median_dn4000": median_metadata(m, "dn4000"),
             "status_counts": dg.MetadataValue.json(dict(i["status"].value_counts().iter_rows())),
             "index_seconds": round(idx_s, 3), "spectra_per_s": round(i.height / idx_s, 1) if idx_s else 0.0,
             "seconds": round(time.perf_counter() - t0, 2),
             "table_version": lakehouse.version("spectral_indices")} | plot_metadata(plot, "index_plane"))
-
-
-def _median(df: pl.DataFrame, col: str) -> float | None:
-    v = df[col].drop_nulls()
-    return round(float(v.median()), 4) if v.len() else None
 
 
 @dg.asset(group_name="physics", kinds={"python"}, deps=[kinematics_spec.key, indices_spec.key],

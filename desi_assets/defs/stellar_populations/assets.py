@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from desi_assets.defs.ingest.assets import raw_spectra_spec
-from desi_assets.defs.metadata import plot_metadata
+from desi_assets.defs.metadata import median_metadata, plot_metadata
 from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.defs.preprocess.assets import preprocessed_spectra
 from desi_assets.defs.stellar_populations.config import CHECK_NAMES, StellarPopulationsConfig, check_descriptions
@@ -36,11 +36,6 @@ CHECKS = check_descriptions(StellarPopulationsConfig())
 def _counts(s: pl.Series) -> dg.MetadataValue:
     """Rows per status reason (the text before any ': detail')."""
     return dg.MetadataValue.json(dict(s.str.split(":").list.first().value_counts().iter_rows()))
-
-
-def _median(df: pl.DataFrame, col: str) -> float | None:
-    v = df[col].drop_nulls() if col in df.columns else pl.Series([])
-    return round(float(v.median()), 4) if v.len() else None
 
 
 @dg.asset(group_name=GROUP, kinds={"numpy"}, code_version=MODEL_CODE_VERSION,
@@ -105,7 +100,7 @@ def stellar_populations(context: dg.AssetExecutionContext, stellar_populations_c
     meta = {"partitions": len(keys), "rows": rows.height, "fitted_ok": ok.height, "eligible": n_fit,
             "status_counts": _counts(rows["fit_status"]), "fit_seconds": round(fit_s, 3),
             "seconds_per_galaxy": round(fit_s / n_fit, 5) if n_fit else None,
-            "median_logmass_p50": _median(ok, "logmass_p50"), "median_age_mw_p50_gyr": _median(ok, "age_mw_p50"),
+            "median_logmass_p50": median_metadata(ok, "logmass_p50"), "median_age_mw_p50_gyr": median_metadata(ok, "age_mw_p50"),
             "tension_flagged": int(ok["tension_flag"].fill_null(False).sum()), "model_version": model.version,
             "seconds": round(time.perf_counter() - t0, 2), "table_version": lakehouse.version("stellar_populations")}
     if cfg.make_plot and ok.height:

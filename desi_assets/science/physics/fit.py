@@ -252,6 +252,21 @@ def one_blas_thread():
         yield
 
 
+@contextlib.contextmanager
+def one_blas_thread_env():
+    """BLAS_ENV set to 1 for the block, then restored: processes spawned inside inherit it before numpy loads."""
+    saved = {k: os.environ.get(k) for k in BLAS_ENV}
+    os.environ.update({k: "1" for k in BLAS_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def init_worker(settings: FitSettings, wave: np.ndarray, pin_blas: bool = True) -> None:
     """Pool initializer: pin BLAS to one thread, load the templates once for this process."""
     if pin_blas:
@@ -296,17 +311,9 @@ class FitPool:
     def _start(self) -> None:
         import multiprocessing as mp
 
-        saved = {k: os.environ.get(k) for k in BLAS_ENV}
-        os.environ.update({k: "1" for k in BLAS_ENV})  # inherited by the spawned workers before numpy loads
-        try:
+        with one_blas_thread_env():
             self._pool = mp.get_context("spawn").Pool(self.workers, initializer=init_worker,
                                                       initargs=(self.settings, self.wave))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def fit(self, flux: np.ndarray, ivar: np.ndarray, lsf_sigma: np.ndarray, z: np.ndarray,
             keep_model: np.ndarray | None = None) -> list[FitResult]:

@@ -51,7 +51,6 @@ NANOMAGGY_UJY = 3.631
 BAGPIPES_H0, BAGPIPES_OM0 = 70.0, 0.3
 #: error bagpipes gets for masked spectral bins (its own convention for masks)
 MASKED_ERR = 9.9e99
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: Lines masked besides physics.fit.LINES: higher Balmer, He I/II, [Ne III] 3968, [O I] 6364 (vacuum rest Å);
 #: bagpipes' nebular model carries them, so in the fit they are as uncertain as the strong ones.
 EXTRA_MASKED_LINES_A = (3771.70, 3798.98, 3836.47, 3890.17, 3968.59, 3971.20, 4472.73, 4687.02, 5877.25, 6365.54,
@@ -453,18 +452,12 @@ def _worker_main(conn, import_lock, settings: BagpipesSettings) -> None:
 
 class _Worker:
     def __init__(self, ctx, lock, settings):
+        from desi_assets.science.physics.fit import one_blas_thread_env
+
         self.conn, child = ctx.Pipe()
-        old = {k: os.environ.get(k) for k in BLAS_ENV}
-        os.environ.update({k: "1" for k in BLAS_ENV})  # inherited before the child's numpy loads
-        try:
+        with one_blas_thread_env():
             self.proc = ctx.Process(target=_worker_main, args=(child, lock, settings), daemon=True)
             self.proc.start()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         child.close()
         self.ready = False
         self.task: tuple[int, GalaxyInput] | None = None

@@ -246,9 +246,7 @@ def phot_band_weights(rest_centres: np.ndarray, z: float) -> np.ndarray:
     edges = rest_centres[0] * np.exp(photometry.PHOT_DLNL * (np.arange(rest_centres.size + 1) - 0.5)) * (1 + z)
     out = np.empty((rest_centres.size, len(photometry.BAND_NAMES)))
     for j, b in enumerate(photometry.BAND_NAMES):
-        lam, resp = photometry.filter_curves()[b]
-        cum = np.concatenate([[0.0], np.cumsum(0.5 * (resp[1:] * lam[1:] + resp[:-1] * lam[:-1]) * np.diff(lam))])
-        norm = photometry.C_AA_S * np.trapezoid(resp / lam, lam)
+        lam, cum, norm = photometry.filter_cumulative(b)
         out[:, j] = np.diff(np.interp(edges, lam, cum)) / norm
     return out * 1e-17 / photometry.NANOMAGGY_CGS
 

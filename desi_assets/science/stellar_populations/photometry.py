@@ -79,13 +79,12 @@ def line_band_fluxes(centers_a: np.ndarray, fluxes_1e17: np.ndarray,
 
 #: Rest log-λ step of the photometric SSP grid (600 km/s bins: broad bands need no finer sampling).
 PHOT_DLNL = 2e-3
-#: Rest range (Å) of the photometric grid: from above BC03's far-UV (where the air → vacuum conversion
-#: of the native grid is not monotonic) to beyond W2 at z = 0.
+#: Rest range (Å) of the photometric grid: from below DECam g at z = 1.6 to beyond W2 at z = 0.
 PHOT_REST_RANGE = (1400.0, 60000.0)
 
 
 @functools.cache
-def _filter_cumulative(band: str) -> tuple[np.ndarray, np.ndarray, float]:
+def filter_cumulative(band: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(λ Å, ∫_0^λ R λ' dλ' (trapezoid), AB normalisation c ∫ R/λ dλ) of one band."""
     lam, resp = filter_curves()[band]
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (resp[1:] * lam[1:] + resp[:-1] * lam[:-1]) * np.diff(lam))])
@@ -142,6 +141,6 @@ def sed_band_fluxes(age_weights: np.ndarray, zmet: np.ndarray, av: np.ndarray, z
     edges_obs = edges[None, :] * (1 + z[:, None])
     out = np.empty((n, len(bands)))
     for j, b in enumerate(bands):
-        lam, cum, norm = _filter_cumulative(b)
+        lam, cum, norm = filter_cumulative(b)
         out[:, j] = (sed * np.diff(np.interp(edges_obs, lam, cum), axis=1)).sum(1) / norm
     return out * np.atleast_1d(np.asarray(flux_scale, np.float64))[:, None] * 1e-17 / NANOMAGGY_CGS

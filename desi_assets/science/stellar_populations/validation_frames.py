@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from desi_assets.science.stellar_populations import coverage as cov
-from desi_assets.science.truth import read_truth_columns
+from desi_assets.science.truth import float_column, read_truth_columns
 
 #: Table parameter -> mock truth column (sources.mock: logmass surviving total, SFR over 100 Myr, mass-weighted
 #: age in Gyr, A_V in mag, Z/Z☉).
@@ -53,14 +53,10 @@ def compared(param: str, x: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(x), np.log10(np.maximum(x, floor)), np.nan)
 
 
-def _col(df: pl.DataFrame, c: str) -> np.ndarray:
-    return df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() if c in df.columns else np.full(df.height, np.nan)
-
-
 def points(df: pl.DataFrame, param: str) -> dict[str, np.ndarray]:
     """truth and every percentile of one parameter (compared space) for rows joined to the truth."""
-    out = {"truth": compared(param, _col(df, f"{param}_true"))}
-    out |= {q: compared(param, _col(df, f"{param}_{q}")) for q in PERCENTILES}
+    out = {"truth": compared(param, float_column(df, f"{param}_true"))}
+    out |= {q: compared(param, float_column(df, f"{param}_{q}")) for q in PERCENTILES}
     return out
 
 
@@ -86,7 +82,7 @@ def method_summary(df: pl.DataFrame, snr_min: float, snr_edges: list[float]) -> 
     Returns (numbers, curves): numbers[param] = {n, n_snr, bias, scatter, coverage_68, coverage_95}; curves[param]
     = coverage.bias_scatter's per-bin arrays over snr_edges (compared space: dex for SFR/age/Z, log M☉, mag).
     """
-    snr = _col(df, "snr")
+    snr = float_column(df, "snr")
     numbers, curves = {}, {}
     for param in TRUTH_COLUMNS:
         p = points(df, param)
@@ -103,8 +99,8 @@ def agreement(fast: pl.DataFrame, bagpipes: pl.DataFrame) -> dict[str, dict]:
     """Fast path against Bagpipes on the shared rows, per parameter: n, median offset and scatter of p50
     (fast − Bagpipes, compared space)."""
     both = fast.join(bagpipes, on=["coadd_key", "targetid"], how="inner", suffix="_bp")
-    return {param: cov.dex_scatter(compared(param, _col(both, f"{param}_p50")),
-                                   compared(param, _col(both, f"{param}_p50_bp"))) for param in TRUTH_COLUMNS}
+    return {param: cov.dex_scatter(compared(param, float_column(both, f"{param}_p50")),
+                                   compared(param, float_column(both, f"{param}_p50_bp"))) for param in TRUTH_COLUMNS}
 
 
 def tension_scores(flag: np.ndarray, sfh_kind: np.ndarray, kinds: tuple[str, ...] = MISFIT_KINDS) -> dict:
