@@ -7,7 +7,8 @@ Writes (once) or reuses a mock survey under bench/out/mock{N}/ (ignored by git) 
   1. raw:      FLUX+IVAR+MASK of all arms with astropy memmap -> native numpy (no reader logic);
   2. inproc:   what the coadd_ingest multi-asset does, without Dagster or plots: the same public
                storage.ingest.ingest_batch (per file: read_coadd -> targets/spectra frames -> preprocess
-               from memory; Delta commits of ~2,048 spectra per table), 25 files per batch;
+               from memory; Delta commits of ~2,048 spectra per table), 25 files per batch; the per-target
+               LSF reads RESOLUTION in full (stage inproc-file-lsf: lsf_rows=16, one sampled LSF per file);
   3. dagster:  a fresh lakehouse + instance, register_partitions + run_partitioned(defs, "coadd_job",
                keys, instance, batch=25): the backfill path, BackfillPolicy.multi_run(25) ranges.
 Each stage runs --repeat times; the table shows the median (and every run). Figures only; no asserts.
@@ -105,8 +106,11 @@ def bench_raw(paths: list[tuple[Path, Path | None]]) -> tuple[float, dict]:
 # ----------------------------------------------------------------------------- 2. in process, no Dagster
 
 
-def bench_inproc(keys: list[str], archive_root: Path, lake: Path) -> tuple[float, dict]:
-    """What coadd_ingest does (storage.ingest.ingest_batch over 25-file batches), without Dagster or plots."""
+def bench_inproc(keys: list[str], archive_root: Path, lake: Path, lsf_rows: int | None = None) -> tuple[float, dict]:
+    """What coadd_ingest does (storage.ingest.ingest_batch over 25-file batches), without Dagster or plots.
+
+    lsf_rows: IngestConfig.lsf_rows (None, the default: per-target LSF; 16: the sampled file-level LSF).
+    """
     from desi_assets.sources.archives import LocalArchive
     from desi_assets.storage.ingest import archive_loader, ingest_batch
     from desi_assets.storage.lakehouse import LakehouseResource
@@ -123,7 +127,7 @@ def bench_inproc(keys: list[str], archive_root: Path, lake: Path) -> tuple[float
             finally:
                 parts["Delta writes (3 tables)"] += time.perf_counter() - t
 
-    read = archive_loader(LocalArchive(root=str(archive_root)))
+    read = archive_loader(LocalArchive(root=str(archive_root)), lsf_rows)
 
     def timed_read(key):
         t = time.perf_counter()
@@ -241,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="spectra per pixel relative to DESI density")
     p.add_argument("--repeat", type=int, default=2, help="runs per stage; the median is reported")
     p.add_argument("--stages", default="raw,inproc,dagster",
-                   help="any of raw,inproc,dagster,dagster2 (dagster2: two runs at a time, as a run queue "
-                        "with max_concurrent_runs=2 would do)")
+                   help="any of raw,inproc,inproc-file-lsf,dagster,dagster2 (dagster2: two runs at a time, "
+                        "as a run queue with max_concurrent_runs=2 would do)")
     p.add_argument("--profile", choices=["inproc", "dagster"], default=None,
                    help="cProfile one extra run of that stage and print the top functions")
     p.add_argument("--keep", action="store_true", help="keep the last lakehouse of each stage under bench/out")
@@ -272,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                     s, extra = bench_raw(paths)
                 elif stage == "inproc":
                     s, extra = bench_inproc(keys, root, lake)
+                elif stage == "inproc-file-lsf":
+                    s, extra = bench_inproc(keys, root, lake, lsf_rows=16)
                 elif stage == "dagster":
                     s, extra = bench_dagster(keys, root, lake, work / "dagster-stderr.log")
                 elif stage == "dagster2":
@@ -311,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "raw": "1. raw read limit (FLUX+IVAR+MASK, astropy memmap)",
         "inproc": "2. in-process pipeline, no Dagster",
+        "inproc-file-lsf": "2b. in-process, file-level LSF (lsf_rows=16)",
         "dagster": "3. through Dagster (coadd_job, 25 partitions/run)",
         "dagster2": "3b. through Dagster, 2 runs at a time (2 processes)",
     }

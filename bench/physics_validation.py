@@ -3,7 +3,7 @@
     .venv/bin/python bench/physics_validation.py [--pixels 12] [--max-fits 120] [--out DIR]
 
 Simulates the demo survey's pixels in memory (seed 42), measures the noisy spectra with the same public
-functions as the `physics` assets (file-level LSF from the RESOLUTION rows, like ingest), and compares
+functions as the `physics` assets (each target's LSF from its RESOLUTION row, like ingest), and compares
 with the truth table and with the noiseless model spectrum. Fits use the highest-S/N galaxies. Two
 template-resolution settings are run for σ*: the real-data one (BC03 2.5 Å FWHM) and 0 Å — the mock
 builds its galaxies from the same BC03 grid treated as intrinsic, so 0 Å is the mock-consistent choice.
@@ -42,7 +42,7 @@ def main() -> None:
     from desi_assets.science.wavelength import ARMS, combined_wavelength
     from desi_assets.sources.mock import MockSurveyConfig
     from desi_assets.sources.mock.survey import simulate_healpix
-    from desi_assets.sources.reader import lsf_sigma_from_resolution
+    from desi_assets.sources.reader import lsf_sigma_per_target
 
     p = argparse.ArgumentParser()
     p.add_argument("--pixels", type=int, default=12)
@@ -62,11 +62,11 @@ def main() -> None:
         f, iv = combine_arms({k: a[k]["flux"] for k in ARMS}, {k: a[k]["ivar"] for k in ARMS},
                              {k: a[k]["mask"] for k in ARMS})
         clean, _ = combine_arms({k: sim.noiseless[k] for k in ARMS}, {k: np.ones_like(a[k]["ivar"]) for k in ARMS})
-        lsf = {k: np.nanmedian(lsf_sigma_from_resolution(a[k]["resolution"][:16]), axis=0) for k in ARMS}
+        lsf = {k: lsf_sigma_per_target(a[k]["resolution"]) for k in ARMS}  # as ingest: each target its own
         parts["flux"].append(f)
         parts["ivar"].append(iv)
         parts["clean"].append(clean)
-        parts["lsf"].append(np.repeat(lsf_on_grid(bin_lsf(lsf)), len(f), axis=0))
+        parts["lsf"].append(lsf_on_grid(bin_lsf(lsf)))
         rr = sim.redshifts
         parts["z"].append(np.asarray(rr["Z"], dtype=float))
         parts["spectype"].append(np.char.strip(np.asarray(rr["SPECTYPE"]).astype(str)))

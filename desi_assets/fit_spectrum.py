@@ -67,7 +67,7 @@ def _read_desi(path: Path, targetid: int | None, z: float | None) -> OneSpectrum
     flux, ivar = combine_arms({a: c.arms[a].flux[row:row + 1] for a in ARMS},
                               {a: c.arms[a].ivar[row:row + 1] for a in ARMS},
                               {a: c.arms[a].mask[row:row + 1] for a in ARMS})
-    lsf = lsf_on_grid(bin_lsf({a: c.arms[a].lsf_sigma for a in ARMS}))[0]
+    lsf = lsf_on_grid(bin_lsf({a: c.arms[a].lsf_sigma[row] for a in ARMS}))[0]
     t = c.targets.row(row, named=True)
     zz = z if z is not None else t.get("z")
     if zz is None:

@@ -82,9 +82,9 @@ def _preprocess(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def bin_lsf(lsf_sigma: dict[str, np.ndarray]) -> np.ndarray:
-    """Mean LSF sigma per 496-bin (Å) from per-arm per-pixel sigma arrays."""
+    """Mean LSF sigma per 496-bin (Å) from per-arm per-pixel sigma: (npix,) → (496,), (n, npix) → (n, 496)."""
     parts = []
     for name, arm in ARMS.items():
-        s = np.asarray(lsf_sigma[name], dtype=np.float64)[: arm.nbins * BIN_FACTOR]
-        parts.append(s.reshape(arm.nbins, BIN_FACTOR).mean(axis=1))
-    return np.concatenate(parts).astype(np.float32)
+        s = np.asarray(lsf_sigma[name], dtype=np.float32)[..., : arm.nbins * BIN_FACTOR]
+        parts.append(s.reshape(*s.shape[:-1], arm.nbins, BIN_FACTOR).mean(axis=-1, dtype=np.float64))
+    return np.concatenate(parts, axis=-1).astype(np.float32)

@@ -79,8 +79,8 @@ class ArmData:
     flux: np.ndarray  # (n, npix) float32
     ivar: np.ndarray  # (n, npix) float32
     mask: np.ndarray  # (n, npix) int32 (0 = good)
-    lsf_sigma: np.ndarray  # (npix,) float32 Gaussian sigma in Å, file-level estimate
-    lsf_rows_sampled: int = 0  # rows of RESOLUTION used for lsf_sigma (0 = not present)
+    lsf_sigma: np.ndarray  # (n, npix) float32 Gaussian sigma in Å, per target (a broadcast file-level one if sampled)
+    lsf_rows_sampled: int = 0  # rows of RESOLUTION the LSF came from (0 = none: nominal)
 
 
 @dataclass

@@ -6,12 +6,13 @@ Design
   lazy HDU loading; only the HDUs needed are touched, and every array handed out is a
   native-endian copy (float32 flux/ivar, int32 mask, float64 wavelength), so the file is
   closed when ``read_coadd`` returns.
-- RESOLUTION (n × 11 × npix, 75 % of a real file) is never read in full: ``lsf_sigma`` is the
-  median over at most ``lsf_rows`` evenly spaced rows (skipping rows without data) of each
-  pixel's Gaussian sigma, taken from the second moment of its 11 diagonals
-  (offsets ``ndiag//2 - arange(ndiag)``, i.e. +5…−5 pixels) × 0.8 Å. With 16 rows the median
-  differs from the all-row median by well under 1 % on DESI-like data, because the LSF of
-  fibres on one petal / in one pixel varies smoothly.
+- RESOLUTION (n × 11 × npix, 75 % of a real file) gives each target its own LSF: ``lsf_sigma``
+  (n × npix) is every pixel's Gaussian sigma from the second moment of its 11 diagonals
+  (offsets ``ndiag//2 - arange(ndiag)``, i.e. +5…−5 pixels) × 0.8 Å, read in blocks of rows.
+  Rows without RESOLUTION data, and undefined pixels, take the file's median sigma there.
+  ``lsf_rows=N`` instead reads only N evenly spaced rows and gives every target their median
+  (a file-level LSF; with 16 rows within 1 % of the all-row median on DESI-like data), for
+  ingest where reading RESOLUTION in full costs too much.
   Without RESOLUTION, ``nominal_lsf_sigma`` is used (documented below) and
   ``"{ARM}_RESOLUTION"`` is listed in ``CoaddFile.missing``.
 - ``targets`` has one row per FIBERMAP row, in FIBERMAP order, with exactly the columns of
@@ -103,15 +104,14 @@ def lsf_sigma_from_resolution(rows: np.ndarray, pixel_step_a: float = DESI_PIXEL
     ``ndiag//2 - arange(ndiag)``; sigma = sqrt(second central moment) × pixel step. Negative
     (ringing) values are clipped to 0 before taking moments.
     """
-    rows = np.asarray(rows, dtype=np.float32)
+    rows = np.array(rows, dtype=np.float32)  # a native-endian copy, clipped in place
     if rows.ndim == 2:
         rows = rows[None]
+    np.maximum(rows, 0.0, out=rows)
     ndiag = rows.shape[1]
     offsets = (ndiag // 2 - np.arange(ndiag)).astype(np.float32)
-    w = np.maximum(rows, 0.0)
-    norm = w.sum(axis=1, dtype=np.float64)
-    s1 = np.einsum("rdp,d->rp", w, offsets, dtype=np.float64)
-    s2 = np.einsum("rdp,d->rp", w, offsets * offsets, dtype=np.float64)
+    moments = np.matmul(np.stack([np.ones_like(offsets), offsets, offsets * offsets]), rows)  # (r, 3, npix)
+    norm, s1, s2 = (moments[:, k].astype(np.float64) for k in range(3))
     with np.errstate(invalid="ignore", divide="ignore"):
         m1 = s1 / norm
         var = s2 / norm - m1 * m1
@@ -405,12 +405,14 @@ def find_redrock(coadd_path: str | Path) -> Path | None:
 def read_coadd(
     path: str | Path,
     redrock_path: str | Path | None | Literal["auto"] = "auto",
-    lsf_rows: int = 16,
+    lsf_rows: int | None = None,
     require_all_arms: bool = True,
 ) -> CoaddFile:
     """Read one coadd (+ redrock) file into a CoaddFile (wavelength Å, flux 1e-17 erg/s/cm²/Å, LSF σ Å).
 
     ``redrock_path="auto"`` uses the sibling ``redrock-…`` file when present; None skips redrock.
+    ``lsf_rows=None`` gives each target its own LSF from its RESOLUTION row; N > 0 a file-level LSF from
+    N sampled rows; 0 the nominal LSF.
     ``require_all_arms=False`` accepts files with an arm absent (rows flagged MISSING_ARM).
     """
     path = Path(path)
@@ -423,7 +425,7 @@ def read_coadd(
         f.close()
 
 
-def _read(f: _Fits, path: Path, redrock_path, lsf_rows: int, require_all_arms: bool) -> CoaddFile:
+def _read(f: _Fits, path: Path, redrock_path, lsf_rows: int | None, require_all_arms: bool) -> CoaddFile:
     spath = str(path)
     missing: list[str] = []
     warns: list[str] = []
@@ -699,7 +701,8 @@ def _identity(path: Path, phdr, f: _Fits, warns: list[str]):
                                "or coadd-{petal}-{tile}-thru{night}.fits and the header has no HPXPIXEL/TILEID+PETAL")
 
 
-def _read_arm(f: _Fits, spath: str, a: str, n: int, lsf_rows: int, missing: list[str], warns: list[str]) -> ArmData:
+def _read_arm(f: _Fits, spath: str, a: str, n: int, lsf_rows: int | None, missing: list[str],
+              warns: list[str]) -> ArmData:
     A = a.upper()
     wave = np.asarray(f.data(f"{A}_WAVELENGTH"))
     if wave.ndim != 1:
@@ -737,26 +740,91 @@ def _read_arm(f: _Fits, spath: str, a: str, n: int, lsf_rows: int, missing: list
                                          f"({ref.start_a:.1f}-{ref.end_a:.1f} Å); not a DESI coadd grid")
     lsf, used = None, 0
     if f.has(f"{A}_RESOLUTION"):
-        lsf, used = _sample_lsf(f, spath, A, n, npix, ivar, lsf_rows)
+        if lsf_rows is None:
+            lsf, used = _per_target_lsf(f, spath, A, n, npix)
+        else:
+            lsf, used = _sample_lsf(f, spath, A, n, npix, ivar, lsf_rows)
         if lsf is None:
             warns.append(f"{A}_RESOLUTION has no usable rows; nominal LSF used")
     else:
         missing.append(f"{A}_RESOLUTION")
     if lsf is None:
         lsf = nominal_lsf_sigma(a, wave)
+    if lsf.ndim == 1:
+        lsf = np.broadcast_to(lsf, (n, npix))
     return ArmData(wave=wave, flux=flux, ivar=ivar, mask=mask, lsf_sigma=lsf, lsf_rows_sampled=used)
 
 
-def _sample_lsf(f: _Fits, spath: str, A: str, n: int, npix: int, ivar: np.ndarray, lsf_rows: int):
+def _resolution(f: _Fits, spath: str, A: str, n: int, npix: int):
+    """The (lazy) RESOLUTION data of arm A, shape-checked as (n, ndiag, npix); None when it has no data."""
     res = f.data(f"{A}_RESOLUTION")
     if res is None:
-        return None, 0
+        return None
     shape = res.shape
     if len(shape) == 2 and n == 1:
-        shape = (1, *shape)
-        res = res.reshape(shape)
-    if len(shape) != 3 or shape[0] != n or shape[2] != npix:
-        raise ShapeMismatchError(spath, f"{A}_RESOLUTION shape {tuple(res.shape)}, expected ({n}, ndiag, {npix})")
+        res = res.reshape((1, *shape))
+    if res.ndim != 3 or res.shape[0] != n or res.shape[2] != npix:
+        raise ShapeMismatchError(spath, f"{A}_RESOLUTION shape {tuple(shape)}, expected ({n}, ndiag, {npix})")
+    return res
+
+
+def lsf_sigma_per_target(resolution, block_rows: int = 64) -> np.ndarray:
+    """Per-target, per-pixel LSF sigma (n, npix) float32, Å, from (n, ndiag, npix) RESOLUTION data.
+
+    Read in blocks of rows (a memmapped HDU is never loaded whole). Undefined values (rows without
+    data, pixels with no positive weight) take the median over rows at that pixel, and pixels undefined
+    in every row the nearest defined pixel's; all NaN when no row has data.
+    """
+    return _fill_from_median(_raw_lsf(resolution, block_rows))
+
+
+def _raw_lsf(resolution, block_rows: int = 64) -> np.ndarray:
+    n, _, npix = resolution.shape
+    sig = np.empty((n, npix), dtype=np.float32)
+    for i0 in range(0, n, block_rows):
+        sig[i0:i0 + block_rows] = lsf_sigma_from_resolution(np.asarray(resolution[i0:i0 + block_rows]))
+    return sig
+
+
+def _fill_from_median(sig: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(sig)
+    if bad.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = _fill_undefined_pixels(np.nanmedian(sig, axis=0))
+        sig[bad] = np.broadcast_to(med, sig.shape)[bad]
+    return sig
+
+
+def _fill_undefined_pixels(sig: np.ndarray) -> np.ndarray:
+    """Copy of a per-pixel sigma with NaN pixels set to the nearest defined one's (all NaN stays NaN)."""
+    sig = np.array(sig, dtype=np.float32)
+    bad = ~np.isfinite(sig)
+    if bad.any() and not bad.all():
+        idx = np.arange(sig.size)
+        sig[bad] = np.interp(idx[bad], idx[~bad], sig[~bad])
+    return sig
+
+
+def _per_target_lsf(f: _Fits, spath: str, A: str, n: int, npix: int):
+    res = _resolution(f, spath, A, n, npix)
+    if res is None or n == 0:
+        return None, 0
+    f.prefetch([f"{A}_RESOLUTION"])
+    try:
+        sig = _raw_lsf(res)
+    except (OSError, ValueError, TypeError) as exc:
+        raise TruncatedFileError(spath, f"cannot read {A}_RESOLUTION: {exc}") from exc
+    rows_with_data = int(np.count_nonzero(np.isfinite(sig).any(axis=1)))
+    if rows_with_data == 0:
+        return None, 0
+    return _fill_from_median(sig), rows_with_data
+
+
+def _sample_lsf(f: _Fits, spath: str, A: str, n: int, npix: int, ivar: np.ndarray, lsf_rows: int):
+    res = _resolution(f, spath, A, n, npix)
+    if res is None:
+        return None, 0
     if lsf_rows <= 0 or n == 0:
         return None, 0
     with_data = np.flatnonzero((ivar > 0).any(axis=1))
@@ -770,22 +838,16 @@ def _sample_lsf(f: _Fits, spath: str, A: str, n: int, npix: int, ivar: np.ndarra
     except (OSError, ValueError, TypeError) as exc:
         raise TruncatedFileError(spath, f"cannot read {A}_RESOLUTION: {exc}") from exc
     nz = np.any(sample != 0, axis=(1, 2))
-    if not nz.any() and with_data.size == 0:
-        return None, 0
     sample = sample[nz]
     if sample.shape[0] == 0:
         return None, 0
     sig = lsf_sigma_from_resolution(sample)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(sig, axis=0)
-    bad = ~np.isfinite(med)
-    if bad.all():
+        med = _fill_undefined_pixels(np.nanmedian(sig, axis=0))
+    if not np.isfinite(med).any():
         return None, 0
-    if bad.any():  # fill edge/undefined pixels by nearest defined value
-        idx = np.arange(npix)
-        med[bad] = np.interp(idx[bad], idx[~bad], med[~bad])
-    return med.astype(np.float32), int(sample.shape[0])
+    return med, int(sample.shape[0])
 
 
 def _ang2pix(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

@@ -39,8 +39,9 @@ PRE_TABLES: tuple[str, ...] = ("preprocessed_spectra",)
 ARM_COLUMNS: list[str] = [f"{w}_{a}" for a in ARMS for w in ("flux", "ivar", "mask")]
 #: Spectra buffered per Delta commit by default (~100 kB of memory each); IngestConfig.commit_spectra.
 DEFAULT_COMMIT_SPECTRA = 2048
-#: RESOLUTION rows sampled per arm for the compact LSF by default; IngestConfig.lsf_rows.
-DEFAULT_LSF_ROWS = 16
+#: The compact LSF by default: None, each target's own from its RESOLUTION row (N: a file-level LSF from N
+#: sampled rows, cheaper to read; 0: the nominal LSF); IngestConfig.lsf_rows.
+DEFAULT_LSF_ROWS: int | None = None
 
 
 # ----------------------------------------------------------------------------- rows of one file
@@ -78,7 +79,7 @@ def spectra_frame(coadd: CoaddFile) -> pa.Table:
             cols.append(to_list_array(arr.astype(np.int32 if what == "mask" else np.float32, copy=False)))
             names.append(f"{what}_{arm}")
     lsf = bin_lsf({k: v.lsf_sigma for k, v in coadd.arms.items()})
-    cols.append(to_list_array(np.broadcast_to(lsf, (coadd.nspec, lsf.size))))
+    cols.append(to_list_array(np.broadcast_to(lsf, (coadd.nspec, lsf.shape[-1]))))
     names.append("lsf_sigma")
     return pa.Table.from_arrays(cols, names=names)
 
@@ -122,7 +123,7 @@ def file_quarantine_reason(coadd: CoaddFile) -> str | None:
 # ----------------------------------------------------------------------------- sources of a file's arrays
 
 
-def archive_loader(archive, lsf_rows: int = DEFAULT_LSF_ROWS) -> Callable[[str], CoaddFile]:
+def archive_loader(archive, lsf_rows: int | None = DEFAULT_LSF_ROWS) -> Callable[[str], CoaddFile]:
     """Loader reading a key's coadd (+ redrock) file from a SpectraArchive."""
     def load(key: str) -> CoaddFile:
         coadd_path, redrock_path = archive.fetch(key)
@@ -144,7 +145,7 @@ def lakehouse_loader(lakehouse: LakehouseResource) -> Callable[[str], CoaddFile]
             raise LookupError(f"{key}: `spectra` has {sp.height} rows, `targets` {t.height}; rerun raw_spectra")
         arms = {a: ArmData(wave=ARMS[a].wavelength(), flux=to_numpy_2d(sp[f"flux_{a}"]),
                            ivar=to_numpy_2d(sp[f"ivar_{a}"]), mask=to_numpy_2d(sp[f"mask_{a}"], np.int32),
-                           lsf_sigma=np.zeros(0, np.float32)) for a in ARMS}
+                           lsf_sigma=np.zeros((t.height, 0), np.float32)) for a in ARMS}
         return CoaddFile(path=t["source_path"][0] or key, kind=parse_key(key).kind, coadd_key=key,
                          survey=t["survey"][0], program=t["program"][0], healpix=parse_key(key).healpix,
                          targets=t.select(list(TARGET_SCHEMA)), arms=arms)

@@ -120,11 +120,11 @@ SPECTRA = TableSpec(
         _f("flux_z", F32L, "z-arm flux (2881 pixels)"),
         _f("ivar_z", F32L, "z-arm inverse variance"),
         _f("mask_z", I32L, "z-arm SPECMASK bits"),
-        _f("lsf_sigma", F32L, "line-spread Gaussian sigma at the 496 bin centres, Å (file-level estimate)"),
+        _f("lsf_sigma", F32L, "this target's line-spread Gaussian sigma at the 496 bin centres, Å, from its RESOLUTION row"),
     ]),
     "Per-arm native-resolution spectra and the compact line-spread function.",
     bulk=True,
-    dictionary_lists=("mask_b", "mask_r", "mask_z", "lsf_sigma"),
+    dictionary_lists=("mask_b", "mask_r", "mask_z"),
 )
 
 PREPROCESSED = TableSpec(

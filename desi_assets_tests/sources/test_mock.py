@@ -419,3 +419,24 @@ def test_bytes_do_not_depend_on_blas_threads():
         out.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                   check=True).stdout.strip())
     assert out[0] == out[1] and len(out[0]) == 32
+
+
+def test_reader_recovers_each_fibres_lsf_width(mock_survey):
+    """The mock draws each fibre's LSF width (truth `lsf_scale`, ±2 %); the reader's per-target LSF tracks it."""
+    _, paths, truth = mock_survey
+    rel, scale = {a: [] for a in "brz"}, []
+    for path in paths:
+        c = read_coadd(path)
+        t = c.targets.select("targetid").join(truth.select("targetid", "lsf_scale"), on="targetid", how="left")
+        s = t["lsf_scale"].to_numpy()
+        ok = np.isfinite(s)  # science fibres (bad fibres carry the file's median RESOLUTION, no truth)
+        scale.append(s[ok] / np.median(s[ok]))
+        for a in rel:
+            sig = c.arms[a].lsf_sigma[ok][:, 10:-10].mean(axis=1)
+            rel[a].append(sig / np.median(sig))
+    scale = np.concatenate(scale)
+    assert scale.size > 100
+    for a in rel:
+        r = np.concatenate(rel[a])
+        assert np.corrcoef(r, scale)[0, 1] > 0.95, a
+        np.testing.assert_allclose(r, scale, atol=0.01)  # ±5 px truncation and ringing: not exactly linear

@@ -699,7 +699,7 @@ def simulate_healpix(config: MockSurveyConfig, index: int) -> PixelSimulation:
         "fiberfrac": fiberfrac, "z": z_obs, "z_cosmo": np.where(is_xgal, z_cos, np.nan), "ra": cat["ra"], "dec": cat["dec"],
         "web_class": web_class, "dist_filament_mpc": dfil,
         "anomaly_class": anom_cls, "anomaly_amplitude": anom_amp, "anomaly_detail": anom_detail,
-        "redrock_status": rr_status,
+        "redrock_status": rr_status, "lsf_scale": fibre_scale,
     }
     truth.update(tcols)
     truth["fiber_kind"] = np.full(n, "target", dtype=object)
