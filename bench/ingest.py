@@ -7,8 +7,8 @@ Writes (once) or reuses a mock survey under bench/out/mock{N}/ (ignored by git) 
   1. raw:      FLUX+IVAR+MASK of all arms with astropy memmap -> native numpy (no reader logic);
   2. inproc:   what the coadd_ingest multi-asset does, without Dagster or plots: the same public
                storage.ingest.ingest_batch (per file: read_coadd -> targets/spectra frames -> preprocess
-               from memory; Delta commits of ~2,048 spectra per table), 25 files per batch; the per-target
-               LSF reads RESOLUTION in full (stage inproc-file-lsf: lsf_rows=16, one sampled LSF per file);
+               from memory; Delta commits of ~2,048 spectra per table), 25 files per batch (stage
+               inproc-file-lsf: the same with one LSF per file, lsf_per_target=False);
   3. dagster:  a fresh lakehouse + instance, register_partitions + run_partitioned(defs, "coadd_job",
                keys, instance, batch=25): the backfill path, BackfillPolicy.multi_run(25) ranges.
 Each stage runs --repeat times; the table shows the median (and every run). Figures only; no asserts.
@@ -106,10 +106,11 @@ def bench_raw(paths: list[tuple[Path, Path | None]]) -> tuple[float, dict]:
 # ----------------------------------------------------------------------------- 2. in process, no Dagster
 
 
-def bench_inproc(keys: list[str], archive_root: Path, lake: Path, lsf_rows: int | None = None) -> tuple[float, dict]:
+def bench_inproc(keys: list[str], archive_root: Path, lake: Path, lsf_per_target: bool = True
+                 ) -> tuple[float, dict]:
     """What coadd_ingest does (storage.ingest.ingest_batch over 25-file batches), without Dagster or plots.
 
-    lsf_rows: IngestConfig.lsf_rows (None, the default: per-target LSF; 16: the sampled file-level LSF).
+    lsf_per_target: IngestConfig.lsf_per_target (False: one sampled LSF per file).
     """
     from desi_assets.sources.archives import LocalArchive
     from desi_assets.storage.ingest import archive_loader, ingest_batch
@@ -127,7 +128,7 @@ def bench_inproc(keys: list[str], archive_root: Path, lake: Path, lsf_rows: int 
             finally:
                 parts["Delta writes (3 tables)"] += time.perf_counter() - t
 
-    read = archive_loader(LocalArchive(root=str(archive_root)), lsf_rows)
+    read = archive_loader(LocalArchive(root=str(archive_root)), lsf_per_target=lsf_per_target)
 
     def timed_read(key):
         t = time.perf_counter()
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif stage == "inproc":
                     s, extra = bench_inproc(keys, root, lake)
                 elif stage == "inproc-file-lsf":
-                    s, extra = bench_inproc(keys, root, lake, lsf_rows=16)
+                    s, extra = bench_inproc(keys, root, lake, lsf_per_target=False)
                 elif stage == "dagster":
                     s, extra = bench_dagster(keys, root, lake, work / "dagster-stderr.log")
                 elif stage == "dagster2":
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "raw": "1. raw read limit (FLUX+IVAR+MASK, astropy memmap)",
         "inproc": "2. in-process pipeline, no Dagster",
-        "inproc-file-lsf": "2b. in-process, file-level LSF (lsf_rows=16)",
+        "inproc-file-lsf": "2b. in-process, one LSF per file",
         "dagster": "3. through Dagster (coadd_job, 25 partitions/run)",
         "dagster2": "3b. through Dagster, 2 runs at a time (2 processes)",
     }

@@ -6,8 +6,8 @@
 Files: every spectra-bearing file in ../shared/data/desi-real that desispec reads (skipped when absent),
 and a mock survey written into a temp dir (`write_mock_survey`, seed 1). Readers, each timed on a
 warm page cache (one untimed pass first), the median of --repeat passes:
-  ours              read_coadd(path) as ingest calls it (redrock joined, per-target LSF: RESOLUTION read in full)
-  ours file-LSF     read_coadd(path, lsf_rows=16): one LSF per file from 16 sampled RESOLUTION rows
+  ours              read_coadd(path) as ingest calls it (redrock joined, per-target LSF)
+  ours file-LSF     read_coadd(path, lsf_per_target=False): one LSF per file from 16 sampled RESOLUTION rows
   desispec          read_spectra(path) (every HDU, RESOLUTION matrices built in full)
   desispec -res     read_spectra(path, skip_hdus={"RESOLUTION"}): the closest like-for-like
 Needs the `reference` extra (pip install -e '.[reference]'). Figures only; no asserts.
@@ -58,7 +58,7 @@ def readers() -> dict:
 
     return {
         "ours": lambda p: read_coadd(p).nspec,
-        "ours file-LSF": lambda p: read_coadd(p, lsf_rows=16).nspec,
+        "ours file-LSF": lambda p: read_coadd(p, lsf_per_target=False).nspec,
         "desispec": lambda p: read_spectra(str(p)).num_spectra(),
         "desispec -res": lambda p: read_spectra(str(p), skip_hdus={"RESOLUTION"}).num_spectra(),
     }

@@ -39,9 +39,8 @@ PRE_TABLES: tuple[str, ...] = ("preprocessed_spectra",)
 ARM_COLUMNS: list[str] = [f"{w}_{a}" for a in ARMS for w in ("flux", "ivar", "mask")]
 #: Spectra buffered per Delta commit by default (~100 kB of memory each); IngestConfig.commit_spectra.
 DEFAULT_COMMIT_SPECTRA = 2048
-#: The compact LSF by default: None, each target's own from its RESOLUTION row (N: a file-level LSF from N
-#: sampled rows, cheaper to read; 0: the nominal LSF); IngestConfig.lsf_rows.
-DEFAULT_LSF_ROWS: int | None = None
+#: RESOLUTION rows sampled per arm for one LSF per file (IngestConfig.lsf_per_target = false); 0: nominal LSF.
+DEFAULT_LSF_ROWS = 16
 
 
 # ----------------------------------------------------------------------------- rows of one file
@@ -123,11 +122,13 @@ def file_quarantine_reason(coadd: CoaddFile) -> str | None:
 # ----------------------------------------------------------------------------- sources of a file's arrays
 
 
-def archive_loader(archive, lsf_rows: int | None = DEFAULT_LSF_ROWS) -> Callable[[str], CoaddFile]:
+def archive_loader(archive, lsf_rows: int = DEFAULT_LSF_ROWS, lsf_per_target: bool = True
+                   ) -> Callable[[str], CoaddFile]:
     """Loader reading a key's coadd (+ redrock) file from a SpectraArchive."""
     def load(key: str) -> CoaddFile:
         coadd_path, redrock_path = archive.fetch(key)
-        return read_coadd(coadd_path, redrock_path if redrock_path else None, lsf_rows=lsf_rows)
+        return read_coadd(coadd_path, redrock_path if redrock_path else None, lsf_rows=lsf_rows,
+                          lsf_per_target=lsf_per_target)
     return load
 
 

@@ -24,6 +24,7 @@ from desi_assets.sources.model import (
 from desi_assets.sources.reader import (
     TARGET_SCHEMA,
     lsf_sigma_from_resolution,
+    lsf_sigma_per_target,
     nominal_lsf_sigma,
     read_coadd,
 )
@@ -517,7 +518,7 @@ def test_lsf_recovered_from_file(tmp_path):
             hl[f"{A}_RESOLUTION"].data = res
 
     dst = edit_fits(tmp, tmp_path / "l" / tmp.name, fn)
-    c = read_coadd(dst, lsf_rows=16)
+    c = read_coadd(dst, lsf_per_target=False)
     for a, ad in c.arms.items():
         assert 1 <= ad.lsf_rows_sampled <= 16
         truth = sig_pix[a] * 0.8
@@ -529,7 +530,7 @@ def test_lsf_recovered_from_file(tmp_path):
 
 
 def test_lsf_per_target_from_each_row(tmp_path):
-    """Each fibre its own LSF width (±10 %): recovered row by row; rows without RESOLUTION get the file median."""
+    """Each fibre its own LSF width (±10 %): recovered row by row; rows without RESOLUTION get the file's LSF."""
     n = 30
     tmp = tmp_path / "coadd-main-dark-10378.fits"
     write_synthetic_coadd(tmp, n=n, sigma_pix=1.0)
@@ -543,16 +544,21 @@ def test_lsf_per_target_from_each_row(tmp_path):
             res[empty] = 0.0
             hl[f"{a.upper()}_RESOLUTION"].data = res
 
-    c = read_coadd(edit_fits(tmp, tmp_path / "p" / tmp.name, fn))
+    path = edit_fits(tmp, tmp_path / "p" / tmp.name, fn)
+    c, per_file = read_coadd(path), read_coadd(path, lsf_per_target=False)
     inner = slice(6, -6)
+    ok = np.setdiff1d(np.arange(n), empty)
     for a, ad in c.arms.items():
         assert ad.lsf_rows_sampled == n - len(empty)
         truth = np.linspace(0.9, 1.3, ARMS[a].npix)[None, :] * scale[:, None] * 0.8
-        ok = np.setdiff1d(np.arange(n), empty)
         rel = np.abs(ad.lsf_sigma[ok][:, inner] / truth[ok][:, inner] - 1)
         assert rel.max() < 0.01, (a, rel.max())
         med = np.median(ad.lsf_sigma[ok], axis=0)
         np.testing.assert_allclose(ad.lsf_sigma[empty], np.broadcast_to(med, (len(empty), med.size)), rtol=1e-5)
+        # one LSF per file misses each fibre's width by up to the spread of the scales
+        assert np.abs(per_file.arms[a].lsf_sigma[ok][:, inner] / truth[ok][:, inner] - 1).max() > 0.05
+    np.testing.assert_allclose(lsf_sigma_per_target(fits.getdata(path, "B_RESOLUTION")), c.arms["b"].lsf_sigma,
+                               rtol=1e-6)
     # the spectra table carries each target's binned LSF
     rows = spectra_frame(c)
     lsf = np.array(rows.column("lsf_sigma").to_pylist())
@@ -582,7 +588,7 @@ def test_500_spectra_per_target_and_sampled_lsf_agree(tmp_path):
     Reader speed is measured by bench/readers.py, not asserted here.
     """
     p = write_synthetic_coadd(tmp_path / "coadd-main-dark-10378.fits", n=500, with_scores=True)
-    per_target, sampled = read_coadd(p), read_coadd(p, lsf_rows=16)
+    per_target, sampled = read_coadd(p), read_coadd(p, lsf_per_target=False)
     assert per_target.nspec == sampled.nspec == 500
     for a in ARMS:
         assert per_target.arms[a].lsf_rows_sampled == 500 and sampled.arms[a].lsf_rows_sampled == 16

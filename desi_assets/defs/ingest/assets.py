@@ -31,9 +31,8 @@ from desi_assets.storage.lakehouse import LakehouseResource
 class IngestConfig(dg.Config):
     """Options for reading coadd files and writing their tables."""
 
-    # the compact LSF: null, per target from its RESOLUTION row; N, one file-level LSF from N sampled rows
-    # (reads ~75 % less of each file); 0, the nominal DESI LSF
-    lsf_rows: int | None = DEFAULT_LSF_ROWS
+    lsf_per_target: bool = True  # each target's LSF from its own RESOLUTION row (false: one per file)
+    lsf_rows: int = DEFAULT_LSF_ROWS  # rows sampled for the one-per-file LSF (0: the nominal DESI LSF)
     make_plot: bool = True  # write a PNG of example spectra per run
     commit_spectra: int = DEFAULT_COMMIT_SPECTRA  # spectra buffered per Delta commit (~100 kB of memory each)
 
@@ -70,7 +69,7 @@ def coadd_ingest(context: dg.AssetExecutionContext, config: IngestConfig, lakeho
         else:
             context.log.error(f"{o.key}: {o.error}")
 
-    load = archive_loader(archive, config.lsf_rows) if want["raw"] else lakehouse_loader(lakehouse)
+    load = archive_loader(archive, config.lsf_rows, config.lsf_per_target) if want["raw"] else lakehouse_loader(lakehouse)
     tag = f"{context.run_id[:8]}-{keys[0]}" if config.make_plot and keys else None
     report = ingest_batch(keys, load, lakehouse, tables, config.commit_spectra, plot_tag=tag, on_file=progress)
     for spec, table, on in ((raw_spectra_spec, "targets", want["raw"]),
