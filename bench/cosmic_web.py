@@ -3,6 +3,7 @@
     python bench/cosmic_web.py validate  [--out DIR]  # decomposition, truth, real surveys, DESI-like fractions
     python bench/cosmic_web.py decompose --catalog sdss|gama|mock [--nside 8 --partitions 12]
     python bench/cosmic_web.py calibrate [--out DIR]  # mock-truth accuracy and volume fractions vs (R_s, λ_th)
+    python bench/cosmic_web.py real      [--out DIR]  # SDSS DR7 and GAMA: volume/galaxy fractions, Σ5, plots
     python bench/cosmic_web.py scaling   [--out DIR]  # wall time and peak RSS vs tracers, global vs partitioned
 
 Calls only public functions (science.cosmic_web, sources.mock.positions, plots_cosmic_web).
@@ -25,7 +26,7 @@ import polars as pl
 from scipy.stats import spearmanr
 
 from desi_assets.plots_cosmic_web import plot_calibration, plot_sigma5_by_class, plot_web_slice
-from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
+from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned, survey_field
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import footprint as FP
 from desi_assets.science.cosmic_web import tweb as T
@@ -118,7 +119,16 @@ def truth_metrics(cat: pl.DataFrame, axes_radecz: np.ndarray, params: CosmicWebP
 
 
 def fraction_grid(ra, dec, z, params: CosmicWebParams, smoothings, thresholds):
-    """T-web volume fractions over a grid of (R_s, λ_th), one lattice per R_s (params' kernels and tidal radius)."""
+    """T-web volume fractions over a grid of (R_s, λ_th), one lattice per R_s (params' field mode and kernels)."""
+    if params.tidal_field == "survey":
+        rows = []
+        for rs in smoothings:
+            lam = survey_field(ra, dec, z, replace(params, smoothing_mpc=rs)).cell_eigenvalues(params.window_min)
+            for th in thresholds:
+                f = T.volume_fractions(T.web_class(lam, th))
+                rows.append({"R_s": rs, "tidal_field": "survey", "lambda_th": th,
+                             **{k: round(v, 3) for k, v in f.items()}})
+        return rows
     chi_lo, chi_hi = params.chi_range()
     fp = FP.occupied_pixels(ra, dec, params.footprint_nside)
     xyz = radecz_to_xyz(ra, dec, z, params.cosmology)
@@ -157,7 +167,9 @@ def real_survey(name, ra, dec, z, params, out: Path):
            "mean_density_mpc3": float(f"{r.mean_density_mpc3:.3g}"),
            "volume_fractions": {k: round(v, 3) for k, v in r.volume_fractions.items()},
            "galaxy_fractions_non_edge": {NAMES[i]: round(float(np.mean(c["web_class"][inner] == i)), 3)
-                                         for i in range(4)},
+                                         for i in range(4)} if inner.any() else None,
+           "galaxy_fractions_all_classified": {NAMES[i]: round(float(np.mean(c["web_class"][c["web_class"] >= 0]
+                                                                            == i)), 3) for i in range(4)},
            "log10_sigma5_p16_p50_p84": [round(float(x), 2) for x in
                                         np.log10(np.nanpercentile(c["sigma_5"], [16, 50, 84]))],
            "log10_sigma5_median_by_class": {NAMES[i]: round(float(np.log10(np.nanmedian(c["sigma_5"][inner & (
@@ -185,8 +197,11 @@ def real_catalogs(base: CosmicWebParams) -> dict:
             "gama": (gra, gdec, gz, replace(base, tracer_zmin=0.04, tracer_zmax=0.26))}
 
 
-def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None) -> list[dict]:
-    """On the positions mock: galaxy accuracy against the truth class and volume fractions over (R_s, λ_th)."""
+def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None, tidal_field: str = "survey") -> list[dict]:
+    """On the positions mock: galaxy accuracy against the truth class and volume fractions over (R_s, λ_th).
+
+    tidal_field "survey": the one survey-wide field (whole-lattice T_ij); "local": per-run field with tidal_radius.
+    """
     out.mkdir(parents=True, exist_ok=True)
     cat = make_positions_mock(PositionsMockConfig()).catalog
     ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
@@ -194,9 +209,10 @@ def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None) -> 
     rows = []
     for rs in smoothings:
         d = CosmicWebParams()
-        reach = T.locality_radius(d.cell_mpc, rs, d.smoothing_truncation_sigma, tidal_radius) if tidal_radius else 0
-        p = CosmicWebParams(smoothing_mpc=rs, tidal_radius_mpc=tidal_radius, filament_method="none",
-                            buffer_mpc=max(d.buffer_mpc, reach))
+        local = tidal_field == "local" and tidal_radius
+        reach = T.locality_radius(d.cell_mpc, rs, d.smoothing_truncation_sigma, tidal_radius) if local else 0
+        p = CosmicWebParams(smoothing_mpc=rs, tidal_field=tidal_field, tidal_radius_mpc=tidal_radius,
+                            filament_method="none", buffer_mpc=max(d.buffer_mpc, reach))
         r = cosmic_web(ra, dec, z, replace(p, lambda_th=-1e9), want_cell_eigenvalues=True)
         c = r.columns
         ok = ~c["edge"] & np.isfinite(c["lambda1"])
@@ -205,7 +221,8 @@ def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None) -> 
             pred = T.web_class(lam, th)
             cm = confusion(truth[ok], pred)
             f = T.volume_fractions(T.web_class(r.extra["cell_eigenvalues"], th))
-            row = {"R_s": rs, "tidal_radius": tidal_radius, "lambda_th": th,
+            row = {"R_s": rs, "tidal_field": tidal_field, "tidal_radius": tidal_radius if local else None,
+                   "lambda_th": th,
                    "accuracy": round(float(np.trace(cm) / cm.sum()), 4),
                    "balanced_accuracy": round(float(np.mean(np.diag(cm) / np.maximum(cm.sum(1), 1))), 4),
                    **{f"vol_{k}": round(v, 3) for k, v in f.items()},
@@ -214,7 +231,8 @@ def calibrate(out: Path, smoothings, thresholds, tidal_radius: float | None) -> 
             rows.append(row)
             say("calibrate", json.dumps({k: v for k, v in row.items() if k != "confusion"}))
     say("truth galaxy fractions", {NAMES[i]: round(float(np.mean(truth[ok] == i)), 3) for i in range(4)})
-    (out / f"calibration_rt{tidal_radius}.json").write_text(json.dumps(rows, indent=1))
+    tag = f"rt{tidal_radius}" if tidal_field == "local" else "survey"
+    (out / f"calibration_{tag}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -231,7 +249,7 @@ def validate(out: Path, quick: bool) -> dict:
     ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
     base = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4)
     say(f"positions mock: {cat.height} galaxies, {len(mock.segments)} true filament axes; params {base.as_dict()}")
-    grid = fraction_grid(ra, dec, z, base, (4.0, 6.0, 8.0), (0.1, 0.2, 0.3, 0.4, 0.5, 0.7))
+    grid = fraction_grid(ra, dec, z, base, (4.0, 5.0, 6.0), (0.0, 0.02, 0.05, 0.1, 0.2))
     for g in grid:
         say("fractions", json.dumps(g))
     best = min(grid, key=distance_to_desi)
@@ -266,26 +284,39 @@ def _one(args) -> None:
     p = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4, mean_density_mpc3=args.nbar or None)
     base_rss = peak_rss_mb()
     t0 = time.perf_counter()
+    extra = {}
     if args.mode == "global":
         cosmic_web(ra, dec, z, p)
+        n_part = 1
+    elif args.mode == "field":  # the upstream tidal_field asset: built once, saved (memory-mappable)
+        f = survey_field(ra, dec, z, p)
+        f.save(args.field)
+        extra = {"lattice_shape": list(f.lattice.shape), "lattice_cells": int(np.prod(f.lattice.shape)),
+                 "stored_cells": int(f.cells.size), "stored_mb": round(f.nbytes / 2**20, 1)}
         n_part = 1
     else:
         pix = hp.ang2pix(args.nside, ra, dec, nest=True, lonlat=True)
         vals, counts = np.unique(pix, return_counts=True)
         full = vals[counts >= np.percentile(counts, 75)]  # interior pixels (full ones)
         pick = full[len(full) // 2: len(full) // 2 + args.partitions]
-        cosmic_web_partitioned(ra, dec, z, p, args.nside, only_pixels=pick)
+        from desi_assets.science.cosmic_web import SurveyField
+
+        field = SurveyField.load(args.field) if args.field else None  # memory-mapped: pages of its cells only
+        cosmic_web_partitioned(ra, dec, z, p, args.nside, only_pixels=pick, field=field)
         n_part = len(pick)
     wall = time.perf_counter() - t0
-    print(json.dumps({"wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb": peak_rss_mb(),
+    status = dict(ln.split(":", 1) for ln in Path("/proc/self/status").read_text().splitlines() if ":" in ln)
+    extra |= {f"{k}_end_mb": round(int(status[k].split()[0]) / 1024, 1) for k in ("RssAnon", "RssFile") if k in status}
+    print(json.dumps({**extra, "wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": base_rss,
                       "galaxies": len(ra), "partitions_total": int(len(np.unique(hp.ang2pix(
                           args.nside, ra, dec, nest=True, lonlat=True)))) if args.mode != "global" else 1}))
 
 
-def _child(catalog: Path, mode: str, nside: int = 32, partitions: int = 2, nbar: float = 0.0) -> dict:
+def _child(catalog: Path, mode: str, nside: int = 32, partitions: int = 2, nbar: float = 0.0,
+           field: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "one", "--catalog", str(catalog), "--mode", mode, "--nside", str(nside),
-           "--partitions", str(partitions), "--nbar", str(nbar)]
+           "--partitions", str(partitions), "--nbar", str(nbar)] + (["--field", str(field)] if field else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -307,14 +338,18 @@ def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density",
                             "--radius", str(cfg.radius_deg)], check=True)
         nan = {"wall_s": float("nan"), "peak_rss_mb": float("nan"), "galaxies": 0}
         g = _child(path, "global") if "global" in modes else nan
-        p = _child(path, "partitioned", nbar=cfg.density_mpc3) if "partitioned" in modes else (
+        fdir = out / f"field_{name}_{int(n)}"
+        fl = _child(path, "field", nbar=cfg.density_mpc3, field=fdir) if "partitioned" in modes else nan
+        p = _child(path, "partitioned", nbar=cfg.density_mpc3, field=fdir) if "partitioned" in modes else (
             nan | {"per_partition_s": float("nan"), "partitions_total": 0})
         r1 = lambda x: None if not np.isfinite(x) else round(float(x), 1)  # noqa: E731
         row = {"series": name, "target_tracers": n, "galaxies": max(g["galaxies"], p.get("galaxies", 0)),
                "global_wall_s": r1(g["wall_s"]), "global_peak_rss_mb": r1(g["peak_rss_mb"]),
+               "field_wall_s": r1(fl["wall_s"]), "field_peak_rss_mb": r1(fl["peak_rss_mb"]),
+               "field_lattice": fl.get("lattice_shape"), "field_stored_mb": fl.get("stored_mb"),
                "partition_wall_s": r1(p["per_partition_s"]), "partition_peak_rss_mb": r1(p["peak_rss_mb"]),
                "partitions_total": p["partitions_total"],
-               "partitioned_total_s_est": r1(p["per_partition_s"] * p["partitions_total"])}
+               "partitioned_total_s_est": r1(fl["wall_s"] + p["per_partition_s"] * p["partitions_total"])}
         rows.append(row)
         say("scaling", json.dumps(row))
     dens = [r for r in rows if r["series"] == "density"]
@@ -326,18 +361,34 @@ def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density",
             slope, icpt = np.polyfit(n, np.log([max(r[key], 1e-3) for r in dens]), 1)
             say(f"extrapolation {key} at 1e7 galaxies (power law slope {slope:.2f}): "
                 f"{np.exp(icpt + slope * np.log(1e7)):.0f}")
+    area = [r for r in rows if r["series"] == "area" and r["field_lattice"]]
+    if area:  # the survey field's memory goes with its lattice, not its galaxies: bytes per lattice cell
+        cells = np.array([np.prod(r["field_lattice"]) for r in area], float)
+        per_cell = max(r["field_peak_rss_mb"] * 2**20 / c for r, c in zip(area, cells))
+        d = CosmicWebParams()
+        chi = float(d.chi_range()[1]) + d.lattice_pad()
+        # DESI BGS to z = 0.4 over NGC + SGC (every RA, Dec > −20°): the bounding box of that dome
+        shape = [int(np.ceil(2 * chi / d.cell_mpc))] * 2 + [int(np.ceil(chi * (1 + np.sin(np.radians(20))) / d.cell_mpc))]
+        n_cells = float(np.prod(shape))
+        say(f"extrapolation survey field at DESI DR1 BGS (z < 0.4, Dec > -20 deg): lattice {shape} = {n_cells:.3g} "
+            f"cells of {d.cell_mpc} Mpc; at the measured max {per_cell:.1f} B/cell peak -> "
+            f"{per_cell * n_cells / 2**30:.1f} GiB (budget: 144 GB machine; 16 GB for a partition); "
+            f"partition peak RSS {[r['partition_peak_rss_mb'] for r in area]} MB at {[r['galaxies'] for r in area]} "
+            "galaxies")
     (out / "scaling.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["validate", "truth", "fractions", "decompose", "calibrate", "calibration-plot", "scaling", "one",
-                                    "mock"])
+    p.add_argument("what", choices=["validate", "truth", "fractions", "decompose", "calibrate", "calibration-plot",
+                                    "real", "scaling", "one", "mock"])
     p.add_argument("--smoothings", default="3,4,6,8")
     p.add_argument("--thresholds", default="0,0.1,0.2,0.3,0.4,0.5,0.7,1.0")
     p.add_argument("--tidal-radius", type=float, default=CosmicWebParams().tidal_radius_mpc,
                    help="tidal radius (Mpc); 0: the whole lattice")
+    p.add_argument("--tidal-field", default=CosmicWebParams().tidal_field, choices=["survey", "local"],
+                   help="survey: the one survey-wide field; local: per-run field (with --tidal-radius)")
     p.add_argument("--series", default="density,area")
     p.add_argument("--modes", default="global,partitioned")
     p.add_argument("--density", type=float, default=1e-3)
@@ -350,6 +401,7 @@ def main(argv=None) -> int:
     p.add_argument("--nside", type=int, default=32)
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--nbar", type=float, default=0.0)
+    p.add_argument("--field", default=None, help="survey field directory (one: written by --mode field)")
     a = p.parse_args(argv)
     if a.what == "one":
         _one(a)
@@ -377,8 +429,9 @@ def main(argv=None) -> int:
         (Path(a.out) / "truth.json").write_text(json.dumps(res, indent=1))
     elif a.what == "fractions":  # volume fractions of the real catalogs over (R_s, λ_th), compact and whole-lattice
         for name, (cra, cdec, cz, cp) in real_catalogs(CosmicWebParams()).items():
-            for rt in (cp.tidal_radius_mpc, None):
-                for g in fraction_grid(cra, cdec, cz, replace(cp, tidal_radius_mpc=rt),
+            for mode, rt in (("survey", None), ("local", cp.tidal_radius_mpc), ("local", None)):
+                for g in fraction_grid(cra, cdec, cz, replace(cp, tidal_field=mode, tidal_radius_mpc=rt,
+                                                              buffer_mpc=60.0),
                                        [float(x) for x in a.smoothings.split(",")],
                                        [float(x) for x in a.thresholds.split(",")]):
                     say("fractions", name, json.dumps(g), "distance_to_desi_dr1", round(distance_to_desi(g), 3))
@@ -386,9 +439,14 @@ def main(argv=None) -> int:
         rows = [r for f in sorted(Path(a.out).glob("calibration_*.json")) for r in json.loads(f.read_text())]
         say(plot_calibration(Path(a.out) / "calibration.png", rows, DESI_DR1, "positions mock: accuracy and "
                              "volume fractions vs λ_th; bands: DESI DR1 T-web volume fractions (arXiv:2604.02463)"))
+    elif a.what == "real":  # volume and galaxy fractions, Σ5, plots on SDSS DR7 and GAMA at the defaults
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        rows = {name: real_survey(name, cra, cdec, cz, cp, Path(a.out))
+                for name, (cra, cdec, cz, cp) in real_catalogs(CosmicWebParams()).items()}
+        (Path(a.out) / "real.json").write_text(json.dumps(rows, indent=1))
     elif a.what == "calibrate":
         calibrate(Path(a.out), [float(x) for x in a.smoothings.split(",")],
-                  [float(x) for x in a.thresholds.split(",")], a.tidal_radius or None)
+                  [float(x) for x in a.thresholds.split(",")], a.tidal_radius or None, a.tidal_field)
     else:
         scaling(Path(a.out), [float(x) for x in a.sizes.split(",")], tuple(a.series.split(",")),
                 tuple(a.modes.split(",")))

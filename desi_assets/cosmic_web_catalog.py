@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned, survey_mean_density
+from desi_assets.science.cosmic_web import (CosmicWebParams, SurveyField, cosmic_web, cosmic_web_partitioned,
+                                            survey_field, survey_mean_density)
 from desi_assets.storage.tables import KEY_COLUMNS
 
 #: Output columns after the input's id/RA/Dec/z (same names and units as the `cosmic_web` table).
@@ -153,10 +154,24 @@ def with_survey_density(targets: pl.DataFrame, params: CosmicWebParams, spectype
     return replace(params, mean_density_mpc3=nbar or None)
 
 
+def targets_survey_field(targets: pl.DataFrame, params: CosmicWebParams, spectypes: tuple[str, ...] = ("GALAXY",),
+                         require_zwarn_zero: bool = True) -> SurveyField:
+    """The survey-wide tidal field of every `targets` row (the `tidal_field` asset): its galaxies, footprint, n̄."""
+    params = with_survey_density(targets, params, spectypes, require_zwarn_zero)
+    gal = _galaxies(targets.unique(subset=["coadd_key", "targetid"], keep="first"), spectypes, require_zwarn_zero)
+    f = lambda c: gal[c].cast(pl.Float64).fill_null(np.nan).to_numpy()  # noqa: E731
+    fp = np.unique(_pixels_of(targets)) if targets.height else np.zeros(0, np.int64)
+    return survey_field(f("target_ra"), f("target_dec"), f("z"), params, ids=gal["targetid"].to_numpy(),
+                        footprint=fp)
+
+
 def environment_rows(own: pl.DataFrame, region: pl.DataFrame, params: CosmicWebParams,
                      spectypes: tuple[str, ...] = ("GALAXY",), require_zwarn_zero: bool = True,
-                     make_slice: bool = False):
-    """`cosmic_web` rows for every row of `own` from the galaxies of `region` (which includes `own`); and the result."""
+                     make_slice: bool = False, field: SurveyField | None = None):
+    """`cosmic_web` rows for every row of `own` from the galaxies of `region` (which includes `own`); and the result.
+
+    `field`: the survey's tidal field (params.tidal_field "survey"), sampled at the galaxies.
+    """
     region = region.unique(subset=["coadd_key", "targetid"], keep="first", maintain_order=True)
     region = region.sort(["targetid", "coadd_key"])  # duplicates resolve to the same first row in every run
     footprint = np.unique(_pixels_of(region))
@@ -165,7 +180,7 @@ def environment_rows(own: pl.DataFrame, region: pl.DataFrame, params: CosmicWebP
     query = gal["coadd_key"].is_in(list(own_keys)).to_numpy()
     f = lambda c: gal[c].cast(pl.Float64).fill_null(np.nan).to_numpy()  # noqa: E731
     res = cosmic_web(f("target_ra"), f("target_dec"), f("z"), params, query=query, ids=gal["targetid"].to_numpy(),
-                     footprint=footprint, make_slice=make_slice)
+                     footprint=footprint, make_slice=make_slice, field=field)
     c = res.columns
     vals = gal.filter(pl.Series(query)).select("coadd_key", "targetid").with_columns(
         **{k: pl.Series(k, c[k], nan_to_null=True) for k in OUTPUT_COLUMNS if k not in ("web_class", "status")},

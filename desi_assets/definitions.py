@@ -24,6 +24,7 @@ LAYERS = [ingest_defs, preprocess_defs, anomaly_defs, cosmic_web_defs, embedding
 #: The demo's order of jobs: (job name, partitioned over `coadds`).
 PIPELINE_STAGES: list[tuple[str, bool]] = [
     ("coadd_job", True),
+    ("tidal_field_job", False),  # the survey-wide T-web field every cosmic_web partition samples
     ("cosmic_web_job", True),
     ("physics_job", True),
     ("physics_validation_job", False),

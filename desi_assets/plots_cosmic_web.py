@@ -58,11 +58,13 @@ def plot_sigma5_by_class(path: Path, sigma5: np.ndarray, classes: np.ndarray, ti
 def plot_calibration(path: Path, rows: list[dict], bands: dict[str, tuple[float, float]], title: str) -> Path:
     """Mock-truth accuracy (left) and volume fractions per class (right, shaded: published bands) against λ_th."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    keys = sorted({(r["R_s"], r["tidal_radius"]) for r in rows}, key=lambda k: (k[0], k[1] or 1e9))
-    for rs, rt in keys:
-        sel = sorted((r for r in rows if (r["R_s"], r["tidal_radius"]) == (rs, rt)), key=lambda r: r["lambda_th"])
+    mode = lambda r: r.get("tidal_field", "local")  # noqa: E731  (survey: the one survey-wide field)
+    keys = sorted({(r["R_s"], r["tidal_radius"], mode(r)) for r in rows}, key=lambda k: (k[0], k[1] or 1e9, k[2]))
+    for rs, rt, md in keys:
+        sel = sorted((r for r in rows if (r["R_s"], r["tidal_radius"], mode(r)) == (rs, rt, md)),
+                     key=lambda r: r["lambda_th"])
         th = [r["lambda_th"] for r in sel]
-        label = f"R_s={rs:g}, r_t={'∞' if rt is None else f'{rt:g}'}"
+        label = f"R_s={rs:g}, " + ("survey field" if md == "survey" else f"r_t={'∞' if rt is None else f'{rt:g}'}")
         a1.plot(th, [r["accuracy"] for r in sel], marker="o", label=label)
         for k, name in enumerate(CLASS_NAMES):
             a2.plot(th, [r[f"vol_{name}"] for r in sel], color=CLASS_COLORS[k], alpha=0.4 + 0.6 * (rt is None),

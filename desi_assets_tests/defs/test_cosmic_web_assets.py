@@ -1,11 +1,11 @@
-"""cosmic_web asset (temporary lakehouse), an empty pixel, the neighbour re-request sensor, and the CLI."""
+"""tidal_field and cosmic_web assets (temporary lakehouse), an empty pixel, the two-stage re-request sensor, the CLI."""
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 
-from desi_assets.defs.cosmic_web.assets import cosmic_web
+from desi_assets.defs.cosmic_web.assets import cosmic_web, load_survey_field, tidal_field
 from desi_assets.defs.cosmic_web.config import CosmicWebConfig
 from desi_assets.defs.cosmic_web.sensors import cosmic_web_neighbours_sensor
 from desi_assets.defs.ingest.assets import coadd_ingest
@@ -25,9 +25,19 @@ def test_cosmic_web_writes_one_row_per_target(small_survey, resources, lakehouse
     instance.add_dynamic_partitions(coadds_partitions.name, keys)
     for k in keys:
         dg.materialize([coadd_ingest], partition_key=k, resources=resources, instance=instance)
+    lh = LakehouseResource(root=lakehouse_root)
+    with pytest.raises(Exception, match="tidal_field"):  # a partition needs the survey field first
+        dg.materialize([cosmic_web], partition_key=keys[0], resources=resources, instance=instance)
+    fres = dg.materialize([tidal_field], resources=resources, instance=instance)
+    fmeta = fres.get_asset_materialization_events()[0].materialization.metadata
+    assert fmeta["stored_cells"].value > 0 and set(fmeta["volume_fractions"].value) == {
+        "void", "sheet", "filament", "knot"}
+    assert [c.passed for c in fres.get_asset_check_evaluations()] == [True]
+    field = load_survey_field(lh)
+    assert field.cells.size == fmeta["stored_cells"].value and field.mean_density_mpc3 > 0
     result = dg.materialize([cosmic_web], partition_key=keys[0], resources=resources, instance=instance)
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    lh = LakehouseResource(root=lakehouse_root)
+    assert meta["tidal_field_version"].value == fmeta["version"].value
     rows, targets = lh.read("cosmic_web"), lh.read("targets", keys=[keys[0]])
     assert rows["coadd_key"].unique().to_list() == [keys[0]] and rows.height == targets.height == meta["rows"].value
     assert sorted(rows["targetid"].to_list()) == sorted(targets["targetid"].to_list())
@@ -36,12 +46,19 @@ def test_cosmic_web_writes_one_row_per_target(small_survey, resources, lakehouse
     assert meta["region_rows"].value > targets.height  # the buffer brought the neighbour pixel in
     assert set(meta["volume_fractions"].value) == {"void", "sheet", "filament", "knot"}
     assert "slice" in meta and meta["lambda_th"].value == CosmicWebConfig().lambda_th
+    assert meta["mean_density_mpc3"].value == pytest.approx(field.mean_density_mpc3)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["cosmic_web_rows_complete"] and set(checks) == {
         "cosmic_web_rows_complete", "cosmic_web_valid_redshifts", "cosmic_web_edge_fraction"}
     ok = rows.filter(pl.col("status") == "ok")
     assert ok["edge"].all()  # a 4-pixel mock is all edge at the default buffer
     assert ok["d5_mpc"].drop_nulls().min() > 0
+    # the partition's T-web values are the survey field's at its galaxies (sampled, not recomputed)
+    from desi_assets.science.cosmic_web.coords import radecz_to_xyz
+
+    cls = ok.filter(pl.col("web_class").is_not_null())
+    d, _, _ = field.sample(radecz_to_xyz(*(cls[c].to_numpy() for c in ("target_ra", "target_dec", "z"))))
+    assert cls.height > 0 and np.all(cls["delta"].to_numpy() < d) and np.all(d > -1)  # δ there minus its own cloud
 
 
 def test_empty_pixel_writes_nothing_and_passes(resources, lakehouse_root, instance):
@@ -63,7 +80,15 @@ def test_landed_pixel_re_requests_its_neighbours(small_survey, instance):
     assert cosmic_web_neighbours_sensor(ctx).skip_reason
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=keys[0]))
     ctx = dg.build_sensor_context(instance=instance, resources=res)
-    out = cosmic_web_neighbours_sensor(ctx)
+    first = cosmic_web_neighbours_sensor(ctx)
+    # stage 1: the survey field is older than the landing, so it is recomputed first (once per landing)
+    assert [(r.job_name, r.partition_key) for r in first.run_requests] == [("tidal_field_job", None)]
+    wait = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor))
+    assert [r.run_key for r in wait.run_requests] == [first.run_requests[0].run_key]  # deduplicated by run_key
+    # stage 2: once tidal_field is newer than the landing, the landed pixel and its neighbours are re-requested
+    instance.report_runless_asset_event(dg.AssetMaterialization("tidal_field"))
+    out = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor))
+    assert {r.job_name for r in out.run_requests} == {"cosmic_web_job"}
     requested = [r.partition_key for r in out.run_requests]
     assert requested[0] == keys[0] and set(requested) == set(keys)  # all 4 mock pixels lie within the buffer
     assert far not in requested
@@ -71,12 +96,28 @@ def test_landed_pixel_re_requests_its_neighbours(small_survey, instance):
     again = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
     assert again.skip_reason
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=far))
-    last = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    step = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    assert [r.job_name for r in step.run_requests] == ["tidal_field_job"]
+    instance.report_runless_asset_event(dg.AssetMaterialization("tidal_field"))
+    last = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=step.cursor))
     assert [r.partition_key for r in last.run_requests] == [far]
-    # a pixel whose cosmic_web was computed after the landing (a job ran it already) is not re-requested
+    # a pixel whose cosmic_web was computed after the field (a job ran it already) is not re-requested
     instance.report_runless_asset_event(dg.AssetMaterialization("cosmic_web", partition=far))
-    fresh = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=out.cursor))
+    fresh = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=step.cursor))
     assert not fresh.run_requests and "newer" in fresh.skip_reason.skip_message
+    # optionally every known partition follows a new field (it moves a little everywhere)
+    allcfg = {"cosmic_web_config": CosmicWebConfig(rerequest_all_on_new_field=True)}
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=far))
+    s1 = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=allcfg, cursor=last.cursor))
+    instance.report_runless_asset_event(dg.AssetMaterialization("tidal_field"))
+    s2 = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=allcfg, cursor=s1.cursor))
+    assert {r.partition_key for r in s2.run_requests} == set(keys) | {far}
+    last = s2
+    # tidal_field: local needs no field: the partitions are requested at once
+    loc = {"cosmic_web_config": CosmicWebConfig(tidal_field="local", buffer_mpc=51.0)}
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_spectra", partition=far))
+    now = cosmic_web_neighbours_sensor(dg.build_sensor_context(instance=instance, resources=loc, cursor=last.cursor))
+    assert [(r.job_name, r.partition_key) for r in now.run_requests] == [("cosmic_web_job", far)]
 
 
 def test_cli_on_a_parquet_catalog_keeps_input_order(tmp_path):

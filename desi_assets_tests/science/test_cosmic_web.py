@@ -1,11 +1,14 @@
-"""Cosmic-web science: kNN on a lattice, T-web on analytic fields, partitioned == global, bad input, filaments."""
+"""Cosmic-web science: kNN on a lattice, T-web on analytic fields, partitioned == global (survey field and local
+compact field), the survey field on analytic densities, bad input, filaments."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from desi_assets.science.cosmic_web import CosmicWebParams, cosmic_web, cosmic_web_partitioned
+from desi_assets.science.cosmic_web import (CosmicWebParams, SurveyField, cosmic_web, cosmic_web_partitioned,
+                                            survey_field)
+from desi_assets.science.cosmic_web.survey_field import survey_tidal_field
 from desi_assets.science.cosmic_web import filaments as F
 from desi_assets.science.cosmic_web import tweb as T
 from desi_assets.science.cosmic_web.coords import C_KMS, comoving_distance, radecz_to_xyz
@@ -105,7 +108,7 @@ def mock():
 #: Compact T-web small enough for a test: reach 4·3 + 10 + 2√3·4 = 35.9 Mpc ≤ the 36 Mpc buffer, so a
 #: partition reads an nside-16 pixel plus ~3° around it out of the 12° cap.
 SMALL = CosmicWebParams(tracer_zmin=0.15, tracer_zmax=0.25, cell_mpc=4.0, smoothing_mpc=3.0, tidal_radius_mpc=10.0,
-                        buffer_mpc=36.0)
+                        buffer_mpc=36.0, tidal_field="local")
 
 
 def test_partitioned_equals_global_for_non_edge_galaxies(mock):
@@ -132,10 +135,96 @@ def test_partitioned_equals_global_for_non_edge_galaxies(mock):
     assert np.nanmax(np.abs(part_far["lambda1"][one] - glob_far["lambda1"][one])) > 1e-3
 
 
+def _best_pixels(ra, dec, edge, k=3):
+    import healpy as hp
+
+    pix = hp.ang2pix(16, ra, dec, nest=True, lonlat=True)
+    inner_pix = np.bincount(pix[~edge], minlength=hp.nside2npix(16))
+    return pix, np.argsort(inner_pix)[-k:]  # the k nside-16 pixels with the most non-edge galaxies
+
+
+def test_survey_field_partitioned_equals_global_exactly(mock, tmp_path):
+    ra, dec, z = (mock[c].to_numpy() for c in ("ra", "dec", "z"))
+    params = replace(SMALL, tidal_field="survey")  # one survey field; the buffer is for kNN and edges only
+    res = cosmic_web(ra, dec, z, params)
+    glob = res.columns
+    field = res.extra["field"]
+    pix, pixels = _best_pixels(ra, dec, glob["edge"])
+    # the upstream asset's route: the field built once from the whole catalog, saved, memory-mapped back
+    stored = SurveyField.load(survey_field(ra, dec, z, params).save(tmp_path / "field"))
+    np.testing.assert_array_equal(stored.cells, field.cells)
+    np.testing.assert_array_equal(stored.tensor, field.tensor)
+    part = cosmic_web_partitioned(ra, dec, z, params, nside=16, only_pixels=pixels, field=stored)
+    done = np.isin(pix, pixels)
+    inner = done & ~glob["edge"]
+    assert inner.sum() > 1000 and done.sum() < 0.5 * len(ra)
+    for col in ("d5_mpc", "d10_mpc", "sigma_5", "dist_filament_mpc"):
+        np.testing.assert_array_equal(part[col][inner], glob[col][inner], err_msg=col)
+    for col in ("web_class", "delta", "lambda1", "lambda2", "lambda3"):  # every galaxy, edge ones included
+        np.testing.assert_array_equal(part[col][done], glob[col][done], err_msg=col)
+    assert (glob["web_class"][done] >= 0).mean() > 0.9
+    # the survey field differs from what a partition's own lattice would give: it is not a local quantity
+    local = cosmic_web_partitioned(ra, dec, z, replace(params, tidal_field="local", tidal_radius_mpc=None),
+                                   nside=16, only_pixels=pixels[-1:])
+    one = (pix == pixels[-1]) & ~glob["edge"]
+    assert np.nanmax(np.abs(local["lambda1"][one] - glob["lambda1"][one])) > 1e-3
+    # the survey fractions come from the stored cells alone
+    f = field.volume_fractions(params.lambda_th, params.window_min)
+    assert sum(f.values()) == pytest.approx(1.0) and min(f.values()) > 0
+
+
+def _box_points(density, n_per_side=48, cell=2.0, nbar=0.05, seed=0):
+    """Randoms uniform in a box and galaxies drawn with probability ∝ density(x − centre) (Mpc)."""
+    rng = np.random.default_rng(seed)
+    size = n_per_side * cell
+    box = lambda n: rng.uniform(0, size, (n, 3))  # noqa: E731
+    rand = box(int(nbar * size**3))
+    cand = box(int(4 * nbar * size**3))
+    rho = density(cand - size / 2)
+    gal = cand[rng.uniform(0, rho.max(), len(cand)) < rho]
+    return gal, rand, size
+
+
+@pytest.mark.parametrize("shape, expected", [("plane", 1), ("cylinder", 2), ("sphere", 3), ("hole", 0)])
+def test_survey_field_classifies_analytic_densities(shape, expected):
+    s = 5.0
+    dens = {"plane": lambda r: 1 + 2.0 * np.exp(-r[:, 0] ** 2 / (2 * s**2)),
+            "cylinder": lambda r: 1 + 4.0 * np.exp(-(r[:, 0] ** 2 + r[:, 1] ** 2) / (2 * s**2)),
+            "sphere": lambda r: 1 + 8.0 * np.exp(-(r**2).sum(1) / (2 * s**2)),
+            "hole": lambda r: 1 - 0.9 * np.exp(-(r**2).sum(1) / (2 * s**2))}[shape]
+    gal, rand, size = _box_points(dens)
+    nbar = len(gal) / size**3
+    field = survey_tidal_field(gal, rand, nbar, len(rand) / size**3, cell=2.0, r_s=2.0, pad=0.0, window_min=0.0)
+    _, tensor, _ = field.sample(np.array([[size / 2] * 3]))
+    lam = T.eigenvalues(tensor)[0]
+    assert T.web_class(lam, 0.3) == expected, lam
+    # stored compactly: float32, every stored cell's T_ij traceless part sums with δ/… to tr T = δ
+    assert field.tensor.dtype == np.float32 and field.cells.size == np.prod(field.lattice.shape)
+    trace = field.tensor[0] + field.tensor[1] + field.tensor[2]
+    np.testing.assert_allclose(trace, field.delta - field.delta.mean(), atol=1e-3)
+
+
+def test_survey_field_on_a_sub_lattice_and_outside_the_footprint():
+    gal, rand, size = _box_points(lambda r: 1 + np.exp(-(r**2).sum(1) / 50.0), n_per_side=24)
+    field = survey_tidal_field(gal, rand, len(gal) / size**3, len(rand) / size**3, cell=2.0, r_s=2.0, pad=10.0)
+    sub = T.Lattice(field.lattice.origin + 4 * 2.0, (6, 7, 8), 2.0)
+    delta, window, tensor = field.on_lattice(sub)
+    full = np.zeros(int(np.prod(field.lattice.shape)))
+    full[field.cells] = field.delta
+    np.testing.assert_array_equal(delta, full.reshape(field.lattice.shape)[4:10, 4:11, 4:12])
+    d, t, w = field.sample(np.array([[1e4, 0, 0], [size / 2] * 3]))  # far outside: nothing, no error
+    assert d[0] == 0 and w[0] == 0 and not t[0].any() and w[1] > 0.5
+    with pytest.raises(ValueError, match="window"):
+        field.on_lattice(T.Lattice(field.lattice.origin + 0.5, (4, 4, 4), 2.0))
+
+
 def test_params_reject_a_buffer_below_the_tweb_reach():
     with pytest.raises(ValueError, match="locality_mpc"):
         replace(SMALL, buffer_mpc=30.0)
     assert replace(SMALL, tidal_radius_mpc=None, buffer_mpc=30.0).locality_mpc() == np.inf
+    assert replace(SMALL, tidal_field="survey", buffer_mpc=30.0).locality_mpc() == 0.0  # the field is upstream
+    with pytest.raises(ValueError, match="tidal_field"):
+        replace(SMALL, tidal_field="global")
 
 
 def test_compact_tidal_kernel_is_local_and_keeps_the_trace():

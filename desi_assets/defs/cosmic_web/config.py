@@ -25,10 +25,15 @@ class CosmicWebConfig(dg.ConfigurableResource):
     smoothing_mpc: float = Field(default=_D.smoothing_mpc, description="Gaussian smoothing R_s, Mpc")
     smoothing_truncation_sigma: float = Field(default=_D.smoothing_truncation_sigma,
                                               description="the Gaussian is cut at this many R_s")
-    tidal_radius_mpc: float | None = Field(default=_D.tidal_radius_mpc, description="T_ij from δ within this "
-                                           "radius (Mpc), so that partitions equal the global run; unset: the "
-                                           "whole lattice (partitions then differ)")
+    tidal_field: str = Field(default=_D.tidal_field, description="survey: δ and T_ij once over the whole survey "
+                             "(asset tidal_field, whole-lattice FFT), sampled by every partition; local: from the "
+                             "pixel + buffer with compact kernels (tidal_radius_mpc)")
+    tidal_radius_mpc: float | None = Field(default=_D.tidal_radius_mpc, description="local field only: T_ij from δ "
+                                           "within this radius (Mpc), so that partitions equal the global run; "
+                                           "unset: the whole lattice (partitions then differ)")
     lambda_th: float = Field(default=_D.lambda_th, description="T-web eigenvalue threshold λ_th")
+    window_min: float = Field(default=_D.window_min, description="δ is set where the smoothed random window is "
+                              "at least this")
     exclude_self: bool = Field(default=_D.exclude_self, description="a tracer's δ and λ without its own cloud")
     buffer_mpc: float = Field(default=_D.buffer_mpc, description="buffer read around each pixel, Mpc (≥ the "
                               "T-web reach: truncation·R_s + tidal radius + 2√3 cells)")
@@ -47,6 +52,9 @@ class CosmicWebConfig(dg.ConfigurableResource):
     seed: int = _D.seed
     spectypes: list[str] = Field(default_factory=lambda: ["GALAXY"], description="redrock classes used as galaxies")
     require_zwarn_zero: bool = True
+    rerequest_all_on_new_field: bool = Field(default=False, description="sensor: after a new tidal_field, "
+                                             "re-request every known partition (the whole-lattice field moves a "
+                                             "little everywhere), not only the landed pixel and its buffer")
     make_plot: bool = True
     max_edge_fraction: float = Field(default=1.0, description="check: warn above this edge fraction")
     max_invalid_fraction: float = Field(default=0.05, description="check: warn when more galaxies than this have "
@@ -70,6 +78,19 @@ def check_descriptions(config: CosmicWebConfig) -> dict[str, str]:
             f"At most {config.max_edge_fraction:.0%} of galaxies are at the edge (buffer sphere of "
             f"{config.buffer_mpc:g} Mpc leaves the footprint or {config.tracer_zmin:g} ≤ z < "
             f"{config.tracer_zmax:g}); "
-            f"T-web at R_s = {config.smoothing_mpc:g} Mpc, λ_th = {config.lambda_th:g}, tidal radius "
-            f"{config.tidal_radius_mpc if config.tidal_radius_mpc is not None else 'unbounded'} Mpc.",
+            f"T-web at R_s = {config.smoothing_mpc:g} Mpc, λ_th = {config.lambda_th:g}, " + (
+                "sampled from the survey-wide tidal_field." if config.tidal_field == "survey" else
+                f"local field, tidal radius "
+                f"{config.tidal_radius_mpc if config.tidal_radius_mpc is not None else 'unbounded'} Mpc."),
+    }
+
+
+def field_check_descriptions(config: CosmicWebConfig) -> dict[str, str]:
+    """The tidal_field asset's check descriptions, quoting the values it uses."""
+    return {
+        "tidal_field_covers_tracers":
+            f"The survey field (cell {config.cell_mpc:g} Mpc, R_s = {config.smoothing_mpc:g} Mpc, window ≥ "
+            f"{config.window_min:g}) stores cells whenever there are tracers ({config.tracer_zmin:g} ≤ z < "
+            f"{config.tracer_zmax:g}, {', '.join(config.spectypes)}); its volume fractions at λ_th = "
+            f"{config.lambda_th:g} are in the metadata.",
     }

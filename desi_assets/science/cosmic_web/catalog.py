@@ -5,9 +5,14 @@
 it with its pixel plus the buffer pixels and `query` = its own rows; a survey-wide run passes
 the whole catalog. Galaxies whose buffer sphere (radius `buffer_mpc`) leaves the footprint or
 the tracer redshift range are flagged `edge`; for every other galaxy the partitioned result
-equals the global one: kNN exactly, and the T-web up to FFT round-off, because every run uses
-cells of one lattice fixed in equatorial comoving coordinates, one survey n̄, and compact kernels
-(a cut Gaussian and a tidal radius) whose reach `locality_mpc()` the buffer must cover.
+equals the global one: kNN exactly (the buffer covers the search). The T-web has two modes
+(`tidal_field`):
+- "survey" (default): δ and T_ij are computed ONCE over the whole survey (`survey_field`, a
+  whole-lattice FFT like DESI's T-web) and every run samples that one field, so δ, λ and WEB_CLASS
+  are bit-identical partitioned or global, edge galaxies included;
+- "local": each run builds its own lattice (cells of one lattice fixed in equatorial comoving
+  coordinates, one survey n̄) with compact kernels (a cut Gaussian and a tidal radius) whose reach
+  `locality_mpc()` the buffer must cover; equal up to FFT round-off.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from desi_assets.science.cosmic_web import footprint as FP
 from desi_assets.science.cosmic_web import tweb as T
 from desi_assets.science.cosmic_web.coords import MAX_Z, comoving_distance, frame_rotation, hubble_h0, radecz_to_xyz
 from desi_assets.science.cosmic_web.knn import projected_knn, surface_density
+from desi_assets.science.cosmic_web.survey_field import SurveyField, survey_tidal_field
 
 #: Row status values (every input row gets one; nothing is dropped).
 STATUS_OK = "ok"
 STATUS_BAD_Z = "invalid_redshift"  # NaN, infinite, negative or > MAX_Z redshift, or non-finite RA/Dec
 STATUS_DUPLICATE = "duplicate"  # same id as an earlier row: values copied from it, not a tracer twice
 FILAMENT_METHODS = ("tweb", "mst", "none")  # none: no skeleton, DIST_FILAMENT is NaN
+TIDAL_FIELDS = ("survey", "local")
 
 
 @dataclass(frozen=True)
@@ -40,10 +47,13 @@ class CosmicWebParams:
     tracer_zmax: float = 0.4
     tracer_abs_mag_max: float | None = None  # and M = m − 5 log10(D_L/10 pc) < this when magnitudes are given
     cell_mpc: float = 3.125  # T-web lattice cell (DESI DR1 T-web paper: 800 Mpc / 256)
-    smoothing_mpc: float = 3.0  # Gaussian R_s (calibrated on the positions mock: bench/cosmic_web.py calibrate)
+    smoothing_mpc: float = 5.0  # Gaussian R_s: DESI DR1-like volume fractions on the positions mock with λ_th
+    #                             below (bench/cosmic_web.py calibrate --smoothings 5 --thresholds 0.02)
     smoothing_truncation_sigma: float = 4.0  # the Gaussian is cut at this many R_s (a compact kernel)
-    tidal_radius_mpc: float | None = 20.0  # T_ij from δ within this radius (compact); None: the whole lattice
-    lambda_th: float = 1.0  # eigenvalue threshold (calibrated with R_s on the mock's truth)
+    tidal_field: str = "survey"  # survey: δ and T_ij once over the whole survey (SurveyField), sampled by every run;
+    #                              local: each run's own lattice (compact kernels, tidal_radius_mpc)
+    tidal_radius_mpc: float | None = 20.0  # local only: T_ij from δ within this radius (compact); None: whole lattice
+    lambda_th: float = 0.02  # eigenvalue threshold (calibrated with R_s, survey field, on the positions mock)
     exclude_self: bool = True  # a tracer's δ and λ without its own cloud (leave-one-out, like the kNN)
     buffer_mpc: float = 43.0  # partition buffer and edge-sphere radius (≥ locality_mpc()); also the kNN limit
     random_density_mpc3: float = 0.01  # randoms per Mpc³ inside the footprint
@@ -66,7 +76,9 @@ class CosmicWebParams:
         if self.buffer_mpc < 2 * self.smoothing_mpc:
             raise ValueError(f"buffer_mpc ({self.buffer_mpc}) must be at least 2 smoothing lengths "
                              f"({2 * self.smoothing_mpc} Mpc)")
-        if self.tidal_radius_mpc is not None and self.buffer_mpc < self.locality_mpc():
+        if self.tidal_field not in TIDAL_FIELDS:
+            raise ValueError(f"tidal_field must be one of {TIDAL_FIELDS}, got {self.tidal_field!r}")
+        if self.locality_mpc() < float("inf") and self.buffer_mpc < self.locality_mpc():
             raise ValueError(f"buffer_mpc ({self.buffer_mpc}) must cover the T-web's reach locality_mpc() = "
                              f"{self.smoothing_truncation_sigma:g} R_s + tidal radius + 2√3 cells = "
                              f"{self.locality_mpc():.1f} Mpc, or partitions differ from the global run")
@@ -82,7 +94,12 @@ class CosmicWebParams:
         return asdict(self)
 
     def locality_mpc(self) -> float:
-        """Mpc within which galaxies can change a point's T-web (compact kernels); inf without a tidal radius."""
+        """Mpc within which a partition's galaxies can change a point's T-web (compact kernels, local field).
+
+        0 for the survey field (every run samples the one upstream field), inf for a local whole-lattice field.
+        """
+        if self.tidal_field == "survey":
+            return 0.0
         if self.tidal_radius_mpc is None:
             return float("inf")
         return T.locality_radius(self.cell_mpc, self.smoothing_mpc, self.smoothing_truncation_sigma,
@@ -92,7 +109,8 @@ class CosmicWebParams:
         """Zero padding (Mpc) around the data: half the reach on each side, so no FFT wraps onto a galaxy."""
         if self.lattice_pad_mpc is not None:
             return self.lattice_pad_mpc
-        reach = self.locality_mpc() if self.tidal_radius_mpc is not None else 3 * self.smoothing_mpc
+        compact = self.tidal_field == "local" and self.tidal_radius_mpc is not None
+        reach = self.locality_mpc() if compact else 3 * self.smoothing_mpc
         return 0.5 * reach + 2 * self.cell_mpc
 
     def chi_range(self) -> tuple[float, float]:
@@ -172,15 +190,58 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
             "status": np.full(n, STATUS_OK, dtype=object)}
 
 
+def _frame(params: CosmicWebParams) -> np.ndarray:
+    """Rotation (3,3) from equatorial Cartesian to the grid frame (identity unless frame_ra/dec_deg are set)."""
+    if params.frame_ra_deg is None or params.frame_dec_deg is None:
+        return np.eye(3)  # one frame whatever the data: every run's cells belong to one global lattice
+    return frame_rotation(params.frame_ra_deg, params.frame_dec_deg)
+
+
+def _field_settings(params: CosmicWebParams) -> dict:
+    return {k: getattr(params, k) for k in ("cell_mpc", "smoothing_mpc", "smoothing_truncation_sigma", "window_min",
+                                            "random_density_mpc3", "footprint_nside", "tracer_zmin", "tracer_zmax",
+                                            "cosmology", "seed", "frame_ra_deg", "frame_dec_deg")}
+
+
+def _build_field(gal: np.ndarray, footprint: np.ndarray, nbar: float, params: CosmicWebParams) -> SurveyField:
+    chi_lo, chi_hi = params.chi_range()
+    rand = FP.volume_randoms(footprint, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3,
+                             params.seed) @ _frame(params).T
+    return survey_tidal_field(gal, rand, nbar, params.random_density_mpc3, params.cell_mpc, params.smoothing_mpc,
+                              params.lattice_pad(), params.window_min, params.smoothing_truncation_sigma,
+                              _field_settings(params) | {"footprint_pixels": int(len(footprint)),
+                                                         "tracers": int(len(gal))})
+
+
+def survey_field(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams = CosmicWebParams(),
+                 ids: np.ndarray | None = None, mag: np.ndarray | None = None,
+                 footprint: np.ndarray | None = None) -> SurveyField:
+    """The survey-wide δ and T_ij of a whole catalog (RA, Dec deg, z), built once for every run to sample.
+
+    Tracers, n̄ (params.mean_density_mpc3, else `survey_mean_density`) and the footprint (default: occupied
+    pixels) are those of the whole catalog; `cosmic_web(..., field=…)` then samples it.
+    """
+    ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
+    use = _usable(ra, dec, z) & (_first_of_duplicates(ids, ra.size) == np.arange(ra.size))
+    if footprint is None:
+        footprint = FP.occupied_pixels(ra[use], dec[use], params.footprint_nside)
+    tracer = use & tracer_mask(z, params, mag)
+    nbar = params.mean_density_mpc3 or survey_mean_density(ra, dec, z, params, ids, mag, footprint)
+    gal = radecz_to_xyz(ra[tracer], dec[tracer], z[tracer], params.cosmology) @ _frame(params).T
+    return _build_field(gal, np.asarray(footprint, np.int64), nbar, params)
+
+
 def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams = CosmicWebParams(),
                query: np.ndarray | None = None, ids: np.ndarray | None = None, mag: np.ndarray | None = None,
                footprint: np.ndarray | None = None, make_slice: bool = False,
-               want_cell_eigenvalues: bool = False) -> CosmicWebResult:
+               want_cell_eigenvalues: bool = False, field: SurveyField | None = None) -> CosmicWebResult:
     """Environment columns for the `query` rows (bool mask; default all) of a catalog of RA, Dec (deg) and z.
 
     `ids` identify duplicates; `mag` (apparent, AB) enables the absolute-magnitude tracer cut; `footprint`
     (NESTED pixels at params.footprint_nside) defaults to the occupied pixels of the valid rows;
     `want_cell_eigenvalues` keeps the eigenvalues (N_cells, 3) of the footprint's cells in `extra`.
+    With params.tidal_field "survey", δ and T_ij are sampled from `field` (the survey's `survey_field`; built
+    from this catalog when None, which is the global run); kNN, edge flags and the MST stay local.
     """
     ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
     n = ra.size
@@ -237,35 +298,57 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
     n_rand = 0
     extra: dict = {}
     if tr_idx.size and len(footprint) and nbar > 0:
-        if params.frame_ra_deg is None or params.frame_dec_deg is None:
-            rot = np.eye(3)  # one frame whatever the data: every run's cells belong to one global lattice
-        else:
-            rot = frame_rotation(params.frame_ra_deg, params.frame_dec_deg)
-        rand = FP.volume_randoms(footprint, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3,
-                                 params.seed) @ rot.T
-        n_rand = len(rand)
+        rot = _frame(params)
         gal = xyz[tr_idx] @ rot.T
-        lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, params.lattice_pad())
-        delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3, params.smoothing_mpc,
-                                           params.window_min, params.smoothing_truncation_sigma)
-        tensor = T.tidal_tensor(lat, delta, params.tidal_radius_mpc)
-        valid_cells = window >= params.window_min
-        cells = np.flatnonzero(valid_cells.ravel())
-        cell_class = np.full(lat.shape, -1, np.int8)
-        cell_lam = T.eigenvalues(T.tensor_cells(tensor, cells))
-        cell_class.ravel()[cells] = T.web_class(cell_lam, params.lambda_th)
-        fractions = T.volume_fractions(cell_class.ravel()[cells])
+        survey = params.tidal_field == "survey"
+        built_here = survey and field is None
+        if built_here:  # the global run: this catalog is the survey
+            field = _build_field(gal, np.asarray(footprint, np.int64), nbar, params)
+        # the run's own lattice: always for a local field; for the survey field only when cells are wanted
+        # (slice, T-web skeleton, cell eigenvalues): a partition then holds no lattice, only its galaxies
+        dense = not survey or make_slice or want_cell_eigenvalues or params.filament_method == "tweb"
+        if dense:
+            rand = FP.volume_randoms(footprint, params.footprint_nside, chi_lo, chi_hi, params.random_density_mpc3,
+                                     params.seed) @ rot.T
+            n_rand = len(rand)
+            lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, params.lattice_pad())
+        if survey and dense:
+            delta, window, tensor = field.on_lattice(lat)
+        elif survey:
+            lat = delta = window = tensor = cell_class = valid_cells = cell_lam = None
+            if built_here:
+                fractions = field.volume_fractions(params.lambda_th, params.window_min)
+        else:
+            delta, window = T.density_contrast(lat, gal, rand, nbar, params.random_density_mpc3,
+                                               params.smoothing_mpc, params.window_min,
+                                               params.smoothing_truncation_sigma)
+            tensor = T.tidal_tensor(lat, delta, params.tidal_radius_mpc)
+        if dense:
+            valid_cells = window >= params.window_min
+            cells = np.flatnonzero(valid_cells.ravel())
+            cell_class = np.full(lat.shape, -1, np.int8)
+            cell_lam = T.eigenvalues(T.tensor_cells(tensor, cells))
+            cell_class.ravel()[cells] = T.web_class(cell_lam, params.lambda_th)
+            fractions = T.volume_fractions(cell_class.ravel()[cells])
         q = xyz[work] @ rot.T
-        lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
-        q_delta = T.cic_interpolate(lat, delta, q)
+        if survey:  # sampled in the survey lattice's own coordinates: bit-identical in every run
+            q_delta, q_tensor, q_window = field.sample(q)
+            lam = T.eigenvalues(q_tensor)
+            s_lat, s_window, s_nbar = field.lattice, field.window_at_cells, field.mean_density_mpc3
+            inside = field.in_lattice(q) & (q_window >= params.window_min)
+        else:
+            lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
+            q_delta = T.cic_interpolate(lat, delta, q)
+            s_lat, s_window, s_nbar = lat, window, nbar
+            in_box = np.all((q > lat.origin + lat.cell) & (q < lat.origin + (np.array(lat.shape) - 1) * lat.cell),
+                            axis=1)
+            inside = in_box & (T.cic_interpolate(lat, window, q) >= params.window_min)
         if params.exclude_self:  # a tracer's environment without itself (its own cloud is isotropic there)
             own = np.flatnonzero(tracer[work])
-            d_self = T.self_density(lat, q[own], nbar, params.smoothing_mpc, params.smoothing_truncation_sigma,
-                                    window, params.window_min)
+            d_self = T.self_density(s_lat, q[own], s_nbar, params.smoothing_mpc, params.smoothing_truncation_sigma,
+                                    s_window, params.window_min)
             q_delta[own] -= d_self
             lam[own] -= d_self[:, None] / 3
-        in_box = np.all((q > lat.origin + lat.cell) & (q < lat.origin + (np.array(lat.shape) - 1) * lat.cell), axis=1)
-        inside = in_box & (T.cic_interpolate(lat, window, q) >= params.window_min)
         cols["delta"][work] = np.where(inside, q_delta, np.nan)
         for i in range(3):
             cols[f"lambda{i + 1}"][work] = np.where(inside, lam[:, i], np.nan)
@@ -280,6 +363,8 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
             cols["dist_filament_mpc"][work] = np.where(inside, F.distance_to_segments(q, segs), np.nan)
         segments = segs @ rot  # back to equatorial
         extra = {"rotation": rot, "lattice": lat} | ({"cell_eigenvalues": cell_lam} if want_cell_eigenvalues else {})
+        if survey:
+            extra["field"] = field
         if make_slice:
             extra["slice"] = _slice(lat, delta, cell_class, segs, gal, q, cols["web_class"][work])
     for k, v in cols.items():
@@ -305,16 +390,20 @@ def _slice(lat: T.Lattice, delta: np.ndarray, cell_class: np.ndarray, segs: np.n
 
 def cosmic_web_partitioned(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWebParams, nside: int,
                            ids: np.ndarray | None = None, mag: np.ndarray | None = None,
-                           only_pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                           only_pixels: np.ndarray | None = None,
+                           field: SurveyField | None = None) -> dict[str, np.ndarray]:
     """Columns for every row, computed one NESTED HEALPix pixel (at `nside`) at a time from the pixel + its buffer.
 
     This is the asset's domain decomposition on an in-memory catalog (the CLI's --partition-nside, validation,
     benchmarks); `only_pixels` restricts it to some pixels (other rows keep the empty defaults). Every pixel
-    uses the survey n̄ (`params.mean_density_mpc3`, else `survey_mean_density` of the whole catalog).
+    uses the survey n̄ (`params.mean_density_mpc3`, else `survey_mean_density` of the whole catalog) and, with
+    params.tidal_field "survey", samples one survey field (`field`, else `survey_field` of the whole catalog).
     """
     ra, dec, z = (np.asarray(a, np.float64).ravel() for a in (ra, dec, z))
     if params.mean_density_mpc3 is None and ra.size:
         params = replace(params, mean_density_mpc3=survey_mean_density(ra, dec, z, params, ids, mag) or None)
+    if params.tidal_field == "survey" and field is None and ra.size:
+        field = survey_field(ra, dec, z, params, ids, mag)
     n = ra.size
     pix = np.full(n, -1, np.int64)
     ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
@@ -332,7 +421,7 @@ def cosmic_web_partitioned(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, param
         sub = lambda a: None if a is None else np.asarray(a)[region]  # noqa: E731
         fp = np.unique(fine[region & usable])  # the pixels the global run's footprint has there
         res = cosmic_web(ra[region], dec[region], z[region], params, query=own, ids=sub(ids), mag=sub(mag),
-                         footprint=fp)
+                         footprint=fp, field=field)
         rows = np.flatnonzero(region)[own]
         for k, v in res.columns.items():
             if k not in out:

@@ -152,8 +152,8 @@ def density_contrast(lat: Lattice, gal_xyz: np.ndarray, rand_xyz: np.ndarray, me
     return delta, window
 
 
-def self_density(lat: Lattice, xyz: np.ndarray, mean_density: float, r_s: float, truncate_sigma: float,
-                 window: np.ndarray, window_min: float = 0.5) -> np.ndarray:
+def self_density(lat: Lattice, xyz: np.ndarray, mean_density: float, r_s: float, truncate_sigma: float | None,
+                 window, window_min: float = 0.5) -> np.ndarray:
     """δ that each point (N,3) Mpc adds at its own position (CIC → cut Gaussian → CIC back), for leave-one-out.
 
     A point's own smoothed cloud is (to lattice accuracy) spherical about it, so its share of T_ij there is
@@ -169,7 +169,7 @@ def self_density(lat: Lattice, xyz: np.ndarray, mean_density: float, r_s: float,
     d2 = ((corners[:, None, :] - corners[None, :, :]) ** 2).sum(-1)  # (8, 8) squared cell offsets
     kern = np.exp(-0.5 * d2 * (lat.cell / r_s) ** 2) / norm
     at_corner = kern @ cw  # (8, N): the point's smoothed count in each of its CIC cells
-    win = window.ravel()[idx]
+    win = window(idx) if callable(window) else window.ravel()[idx]  # or a lookup of flat cell indices
     with np.errstate(divide="ignore", invalid="ignore"):
         per = np.where(win >= window_min, at_corner / (mean_density * lat.cell**3 * win), 0.0)
     return (cw * per).sum(0)
