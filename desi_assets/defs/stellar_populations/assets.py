@@ -26,7 +26,7 @@ from desi_assets.storage import stellar_populations as store
 from desi_assets.storage.lakehouse import LakehouseResource
 
 #: Bump when what the model asset builds from the same settings changes (part of the model's reuse key).
-MODEL_CODE_VERSION = "1"
+MODEL_CODE_VERSION = "2"  # 2: the population prior (fast.FastSettings.prior)
 GROUP = "stellar_populations"
 #: A method's coverage histogram is drawn from at least this many galaxies.
 MIN_PIT_GALAXIES = 10
@@ -184,7 +184,8 @@ def stellar_population_validation(context: dg.AssetExecutionContext,
     f = summary["fast"][0]
     meta = {"truth_rows": truth.height, "fast_galaxies": methods["fast"].height,
             "bagpipes_galaxies": methods["bagpipes"].height if "bagpipes" in methods else 0,
-            **{f"fast_{p}_{k}": _round(f[p][k]) for p in f for k in ("bias", "scatter", "coverage_68", "coverage_95")},
+            **{f"fast_{p}_{k}": _round(f[p][k]) for p in f for k in ("bias", "scatter", "coverage_68", "coverage_95",
+                                                                        "coverage_68_all", "coverage_95_all")},
             "tension_completeness": _round(tension["completeness"]), "tension_purity": _round(tension["purity"]),
             "numbers": _json({m: s[0] for m, s in summary.items()}),
             "bias_vs_snr": _json({m: s[1] for m, s in summary.items()}),

@@ -16,6 +16,7 @@ from desi_assets.science.stellar_populations import photometry, sps
 from desi_assets.science.stellar_populations.fast import (
     FastSettings,
     distance_factor,
+    draw_prior,
     universe_age_gyr,
 )
 from desi_assets.science.wavelength import ARMS
@@ -25,7 +26,7 @@ def draw_population(rng: np.random.Generator, z: np.ndarray, kind: str = "mixed"
                     settings: FastSettings | None = None) -> dict[str, np.ndarray]:
     """SFH/dust/Z/σ★ parameters for galaxies at redshifts z (per row: tstart_gyr, tau_gyr, zmet, dust_av, vdisp).
 
-    kind "library": the fast path's own prior (log-uniform tstart up to the age of the Universe);
+    kind "library": the fast path's own prior (`fast.draw_prior`, tstart up to the age of the Universe);
     "mixed": a red/blue/starburst mixture like the mock survey's delayed-τ galaxies (40% red, 20% of the blue young
     bursts), i.e. a population the prior was not drawn from.
     """
@@ -34,11 +35,9 @@ def draw_population(rng: np.random.Generator, z: np.ndarray, kind: str = "mixed"
     n = len(z)
     tmax = universe_age_gyr(z, settings.h0, settings.om0) - 0.05
     if kind == "library":
-        lo, hi = settings.tstart_gyr
-        ts = np.exp(rng.uniform(np.log(lo), np.log(np.minimum(hi, tmax)), n))
-        lu = lambda r: np.exp(rng.uniform(np.log(r[0]), np.log(r[1]), n))
-        return {"tstart_gyr": ts, "tau_gyr": lu(settings.tau_gyr), "zmet": lu(settings.zmet_zsun),
-                "dust_av": rng.uniform(*settings.av_mag, n), "vdisp": rng.uniform(*settings.vdisp_kms, n)}
+        p = draw_prior(settings, n, rng, tmax)
+        p.pop("component")
+        return p
     if kind != "mixed":
         raise ValueError(f"unknown population kind {kind!r}")
     red = rng.uniform(size=n) < 0.4
