@@ -77,8 +77,7 @@ def spectra_frame(coadd: CoaddFile) -> pa.Table:
         for what, arr in (("flux", a.flux), ("ivar", a.ivar), ("mask", a.mask)):
             cols.append(to_list_array(arr.astype(np.int32 if what == "mask" else np.float32, copy=False)))
             names.append(f"{what}_{arm}")
-    lsf = bin_lsf({k: v.lsf_sigma for k, v in coadd.arms.items()})
-    cols.append(to_list_array(np.broadcast_to(lsf, (coadd.nspec, lsf.shape[-1]))))
+    cols.append(to_list_array(bin_lsf({k: v.lsf_sigma for k, v in coadd.arms.items()})))  # (nspec, 496)
     names.append("lsf_sigma")
     return pa.Table.from_arrays(cols, names=names)
 

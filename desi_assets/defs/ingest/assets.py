@@ -69,7 +69,8 @@ def coadd_ingest(context: dg.AssetExecutionContext, config: IngestConfig, lakeho
         else:
             context.log.error(f"{o.key}: {o.error}")
 
-    load = archive_loader(archive, config.lsf_rows, config.lsf_per_target) if want["raw"] else lakehouse_loader(lakehouse)
+    load = (archive_loader(archive, config.lsf_rows, config.lsf_per_target) if want["raw"]
+            else lakehouse_loader(lakehouse))
     tag = f"{context.run_id[:8]}-{keys[0]}" if config.make_plot and keys else None
     report = ingest_batch(keys, load, lakehouse, tables, config.commit_spectra, plot_tag=tag, on_file=progress)
     for spec, table, on in ((raw_spectra_spec, "targets", want["raw"]),

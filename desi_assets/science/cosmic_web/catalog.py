@@ -335,14 +335,12 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
             q_delta, q_tensor, q_window = field.sample(q)
             lam = T.eigenvalues(q_tensor)
             s_lat, s_window, s_nbar = field.lattice, field.window_at_cells, field.mean_density_mpc3
-            inside = field.in_lattice(q) & (q_window >= params.window_min)
+            inside = field.lattice.interior(q) & (q_window >= params.window_min)
         else:
             lam = T.eigenvalues(T.tensor_at(lat, tensor, q))
             q_delta = T.cic_interpolate(lat, delta, q)
             s_lat, s_window, s_nbar = lat, window, nbar
-            in_box = np.all((q > lat.origin + lat.cell) & (q < lat.origin + (np.array(lat.shape) - 1) * lat.cell),
-                            axis=1)
-            inside = in_box & (T.cic_interpolate(lat, window, q) >= params.window_min)
+            inside = lat.interior(q) & (T.cic_interpolate(lat, window, q) >= params.window_min)
         if params.exclude_self:  # a tracer's environment without itself (its own cloud is isotropic there)
             own = np.flatnonzero(tracer[work])
             d_self = T.self_density(s_lat, q[own], s_nbar, params.smoothing_mpc, params.smoothing_truncation_sigma,

@@ -65,7 +65,7 @@ class SurveyField:
         if n == 0:
             return np.zeros(0), tensors, np.zeros(0)
         xyz = np.asarray(xyz, np.float64)
-        inside = self.in_lattice(xyz)
+        inside = self.lattice.interior(xyz)
         idx, w = T._cic_weights(self.lattice, np.where(inside[:, None], xyz, self.lattice.origin))
         w = np.where(inside[None, :], w, 0.0)
         pos, hit = self._rows(idx)
@@ -74,12 +74,6 @@ class SurveyField:
         for comp, (a, b) in zip(self.tensor, T.TENSOR_PAIRS):
             tensors[:, a, b] = tensors[:, b, a] = take(comp)
         return take(self.delta), tensors, take(self.window)
-
-    def in_lattice(self, xyz: np.ndarray) -> np.ndarray:
-        """Points (N,3) Mpc at least one cell inside the survey lattice (all 8 CIC corners on it)."""
-        lat = self.lattice
-        return np.all((xyz > lat.origin + lat.cell) & (xyz < lat.origin + (np.array(lat.shape) - 1) * lat.cell),
-                      axis=1)
 
     def on_lattice(self, lat: T.Lattice) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """Dense δ, W and the 6 T_ij on `lat` (a window of the survey lattice: same cell, origin on its grid).

@@ -46,6 +46,11 @@ class Lattice:
         shape = tuple(int(sfft.next_fast_len(int(np.ceil((h - l) / cell)) + 1, real=True)) for l, h in zip(lo, hi))
         return cls(lo, shape, cell)
 
+    def interior(self, xyz: np.ndarray) -> np.ndarray:
+        """Points (N,3) Mpc at least one cell inside the lattice (all 8 CIC corners on it), bool (N,)."""
+        return np.all((xyz > self.origin + self.cell) & (xyz < self.origin + (np.array(self.shape) - 1) * self.cell),
+                      axis=1)
+
     def cell_centres(self, flat_index: np.ndarray) -> np.ndarray:
         """Centres (N,3), Mpc, of cells given by flat C-order indices."""
         ijk = np.stack(np.unravel_index(flat_index, self.shape), axis=1)
