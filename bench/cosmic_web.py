@@ -5,6 +5,8 @@
     python bench/cosmic_web.py calibrate [--out DIR]  # mock-truth accuracy and volume fractions vs (R_s, λ_th)
     python bench/cosmic_web.py real      [--out DIR]  # SDSS DR7 and GAMA: volume/galaxy fractions, Σ5, plots
     python bench/cosmic_web.py scaling   [--out DIR]  # wall time and peak RSS vs tracers, global vs partitioned
+    python bench/cosmic_web.py scaling --series area --modes partitioned --sizes 1e5,2.5e5,5e5,1e6
+        # one partition, the asset's way (its region's rows only, memory-mapped field), as the survey grows
 
 Calls only public functions (science.cosmic_web, sources.mock.positions, plots_cosmic_web).
 """
@@ -277,81 +279,205 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _RssSampler:
+    """Peaks of RssAnon and RssFile (MB) of this process, sampled every `dt` s by a thread (VmHWM: the sum only)."""
+
+    def __init__(self, dt: float = 0.01):
+        import threading
+
+        self.peak = {"RssAnon": 0.0, "RssFile": 0.0}
+        self._stop = threading.Event()
+        self._dt = dt
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for ln in Path("/proc/self/status").read_text().splitlines():
+            k, _, v = ln.partition(":")
+            if k in self.peak:
+                self.peak[k] = max(self.peak[k], int(v.split()[0]) / 1024)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._read()
+            self._stop.wait(self._dt)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._t.join()
+        self._read()
+        return {"peak_anon_mb": round(self.peak["RssAnon"], 1), "peak_file_mb": round(self.peak["RssFile"], 1)}
+
+
+#: The partitions' key, as in the lakehouse: survey-program-pixel (nside 64), physical groups pixel // 100.
+def _key(pix) -> pl.Expr:
+    return pl.concat_str(pl.lit("main-bright-"), pix.cast(pl.Utf8))
+
+
+def write_targets(cat: pl.DataFrame, out: Path) -> int:
+    """The mock as a `targets`-like parquet dataset (TARGET_COLUMNS, hive hpxgroup=pixel // 100, sorted by pixel)."""
+    import shutil
+
+    from desi_assets.cosmic_web_catalog import TARGET_COLUMNS
+
+    pix = hp.ang2pix(64, cat["ra"].to_numpy(), cat["dec"].to_numpy(), nest=True, lonlat=True)
+    t = pl.DataFrame({"healpix": pix, "targetid": np.arange(cat.height, dtype=np.int64),
+                      "target_ra": cat["ra"], "target_dec": cat["dec"], "z": cat["z"]}).with_columns(
+        coadd_key=_key(pl.col("healpix")), survey=pl.lit("main"), program=pl.lit("bright"),
+        hpxgroup=(pl.col("healpix") // 100).cast(pl.Int32), zwarn=pl.lit(0, pl.Int64),
+        spectype=pl.lit("GALAXY")).select(TARGET_COLUMNS).sort("healpix", "targetid")
+    if out.exists():
+        shutil.rmtree(out)
+    for (g,), part in t.partition_by("hpxgroup", as_dict=True).items():
+        d = out / f"hpxgroup={g}"
+        d.mkdir(parents=True)
+        part.drop("hpxgroup").write_parquet(d / "part-0.parquet", row_group_size=16384, statistics=True)
+    return t["healpix"].n_unique()
+
+
+def _scan_targets(path: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(str(path / "**" / "*.parquet"), hive_partitioning=True)
+
+
 def _one(args) -> None:
-    """Child process: one timed run, prints JSON with wall seconds and peak RSS (MB)."""
-    cat = pl.read_parquet(args.catalog)
-    ra, dec, z = (cat[c].to_numpy() for c in ("ra", "dec", "z"))
+    """Child process: one timed run, prints JSON with wall seconds and peak RSS (MB).
+
+    partitioned: what the `cosmic_web` asset does for one partition (defs/cosmic_web/assets.py) with parquet in
+    place of Delta: read the partition's targets, then only its region (`region_of`: pixel + buffer) by the
+    asset's filter, and `environment_rows` sampling the memory-mapped field (`--field`, written by mode field).
+    """
     p = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4, mean_density_mpc3=args.nbar or None)
     base_rss = peak_rss_mb()
+    sampler = _RssSampler()
     t0 = time.perf_counter()
     extra = {}
     if args.mode == "global":
-        cosmic_web(ra, dec, z, p)
+        cat = pl.read_parquet(args.catalog)
+        cosmic_web(*(cat[c].to_numpy() for c in ("ra", "dec", "z")), p)
+        extra = {"galaxies": cat.height}
         n_part = 1
-    elif args.mode == "field":  # the upstream tidal_field asset: built once, saved (memory-mappable)
-        f = survey_field(ra, dec, z, p)
+    elif args.mode == "field":  # the upstream tidal_field asset: every target, built once, saved (memory-mapped)
+        from desi_assets.cosmic_web_catalog import TARGET_COLUMNS, targets_survey_field
+
+        targets = _scan_targets(Path(args.targets)).select(TARGET_COLUMNS).collect()
+        f = targets_survey_field(targets, replace(p, mean_density_mpc3=None))
         f.save(args.field)
-        extra = {"lattice_shape": list(f.lattice.shape), "lattice_cells": int(np.prod(f.lattice.shape)),
-                 "stored_cells": int(f.cells.size), "stored_mb": round(f.nbytes / 2**20, 1)}
+        extra = {"galaxies": targets.height, "lattice_shape": list(f.lattice.shape),
+                 "lattice_cells": int(np.prod(f.lattice.shape)), "stored_cells": int(f.cells.size),
+                 "stored_mb": round(f.nbytes / 2**20, 1), "mean_density_mpc3": f.mean_density_mpc3}
         n_part = 1
-    else:
-        pix = hp.ang2pix(args.nside, ra, dec, nest=True, lonlat=True)
-        vals, counts = np.unique(pix, return_counts=True)
-        full = vals[counts >= np.percentile(counts, 75)]  # interior pixels (full ones)
-        pick = full[len(full) // 2: len(full) // 2 + args.partitions]
+    else:  # one or more partitions, one after another, the asset's way (never the whole catalog)
+        from desi_assets.cosmic_web_catalog import TARGET_COLUMNS, environment_rows, region_of
         from desi_assets.science.cosmic_web import SurveyField
 
-        field = SurveyField.load(args.field) if args.field else None  # memory-mapped: pages of its cells only
-        cosmic_web_partitioned(ra, dec, z, p, args.nside, only_pixels=pick, field=field)
-        n_part = len(pick)
+        field = SurveyField.load(args.field)  # memory-mapped: the pages of the region's cells only
+        p = replace(p, mean_density_mpc3=p.mean_density_mpc3 or field.mean_density_mpc3 or None)
+        centre = hp.ang2pix(64, args.center_ra, args.center_dec, nest=True, lonlat=True)
+        pick = [int(centre)] + [int(x) for x in hp.get_all_neighbours(64, int(centre), nest=True) if x >= 0]
+        scan = _scan_targets(Path(args.targets)).select(TARGET_COLUMNS)
+        parts = []
+        for pix in pick[:args.partitions]:
+            tp = time.perf_counter()
+            keys = [f"main-bright-{pix}"]
+            own = scan.filter(pl.col("coadd_key").is_in(keys)).collect()
+            near = region_of(own["healpix"].drop_nulls().unique().to_numpy(), p).tolist()
+            region = scan.filter(pl.col("healpix").is_in(near) | pl.col("coadd_key").is_in(keys)).collect()
+            rows, res = environment_rows(own, region, p, make_slice=args.make_slice, field=field)
+            assert rows.height == own.height
+            parts.append({"pixel": pix, "own_rows": own.height, "region_rows": region.height,
+                          "region_pixels": len(near), "web_class_set": float(np.mean(rows["web_class"].is_not_null()
+                                                                                   .to_numpy())),
+                          "seconds": round(time.perf_counter() - tp, 2)})
+        n_part = len(parts)
+        extra = {"partitions": parts, "region_rows": parts[0]["region_rows"], "own_rows": parts[0]["own_rows"],
+                 "region_pixels": parts[0]["region_pixels"], "make_slice": args.make_slice}
     wall = time.perf_counter() - t0
+    extra |= sampler.stop()
     status = dict(ln.split(":", 1) for ln in Path("/proc/self/status").read_text().splitlines() if ":" in ln)
     extra |= {f"{k}_end_mb": round(int(status[k].split()[0]) / 1024, 1) for k in ("RssAnon", "RssFile") if k in status}
     print(json.dumps({**extra, "wall_s": wall, "per_partition_s": wall / n_part, "peak_rss_mb": peak_rss_mb(),
-                      "rss_before_mb": base_rss,
-                      "galaxies": len(ra), "partitions_total": int(len(np.unique(hp.ang2pix(
-                          args.nside, ra, dec, nest=True, lonlat=True)))) if args.mode != "global" else 1}))
+                      "rss_before_mb": base_rss}))
 
 
-def _child(catalog: Path, mode: str, nside: int = 32, partitions: int = 2, nbar: float = 0.0,
-           field: Path | None = None) -> dict:
-    cmd = [sys.executable, __file__, "one", "--catalog", str(catalog), "--mode", mode, "--nside", str(nside),
-           "--partitions", str(partitions), "--nbar", str(nbar)] + (["--field", str(field)] if field else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+def _child(mode: str, catalog: Path | None = None, targets: Path | None = None, field: Path | None = None,
+           partitions: int = 1, make_slice: bool = True, center=(180.0, 30.0)) -> dict:
+    cmd = [sys.executable, __file__, "one", "--mode", mode, "--partitions", str(partitions),
+           "--center-ra", str(center[0]), "--center-dec", str(center[1])]
+    cmd += (["--catalog", str(catalog)] if catalog else []) + (["--targets", str(targets)] if targets else [])
+    cmd += (["--field", str(field)] if field else []) + ([] if make_slice else ["--no-slice"])
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"{mode} child failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _cap_radius_deg(n: float, n_ref: float = 1.3e5, r_ref: float = 10.0) -> float:
+    """Cap radius (deg) holding n galaxies at the density where a cap of r_ref holds n_ref."""
+    return float(np.degrees(np.arccos(1 - n / n_ref * (1 - np.cos(np.radians(r_ref))))))
+
+
 def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density", "area"),
-            modes: tuple[str, ...] = ("global", "partitioned")) -> list[dict]:
+            modes: tuple[str, ...] = ("global", "partitioned"), make_slice: bool = True,
+            keep: bool = False, nested: bool = False) -> list[dict]:
+    """Per size: the mock, its targets dataset, [global run], survey field build, one partition (the asset's way).
+
+    Series "area": the survey grows by area at the BGS-like density (one partition's region, its pixel plus the
+    buffer, stays the same once the survey is larger than it); "density": more tracers on a fixed 314 deg² cap.
+    Each run is its own process (peak RSS of that run alone); big scratch is removed unless `keep`.
+    `nested`: the area series' smaller surveys are caps cut from the largest one's mock, so that every size
+    holds the same partition with the same region (the same galaxies) once the survey is larger than it.
+    """
+    import shutil
+
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    # A: density grows on a fixed 314 deg² cap (the global lattice stays the same size)
-    # B: area grows at a fixed BGS-like density (what a survey does): one partition must stay flat
     runs = [("density", n, PositionsMockConfig(density_mpc3=1e-3 * n / 1.3e5)) for n in sizes]
-    runs += [("area", n, PositionsMockConfig(radius_deg=float(np.degrees(np.arccos(1 - n / 1.3e5 * (1 - np.cos(
-        np.radians(10.0)))))))) for n in sizes]
+    runs += [("area", n, PositionsMockConfig(radius_deg=_cap_radius_deg(n))) for n in sizes]
     runs = [r for r in runs if r[0] in series]
+    parent = None
+    if nested and any(r[0] == "area" for r in runs):
+        n_max, cfg_max = max((r[1], r[2]) for r in runs if r[0] == "area")
+        parent = out / f"mock_area_{int(n_max)}.parquet"
+        if not parent.exists():
+            subprocess.run([sys.executable, __file__, "mock", "--catalog", str(parent), "--density",
+                            str(cfg_max.density_mpc3), "--radius", str(cfg_max.radius_deg)], check=True)
     for name, n, cfg in runs:
-        path = out / f"mock_{name}_{int(n)}.parquet"
-        if not path.exists():  # written by a child so that this process stays small
-            subprocess.run([sys.executable, __file__, "mock", "--catalog", str(path), "--density", str(cfg.density_mpc3),
-                            "--radius", str(cfg.radius_deg)], check=True)
-        nan = {"wall_s": float("nan"), "peak_rss_mb": float("nan"), "galaxies": 0}
-        g = _child(path, "global") if "global" in modes else nan
-        fdir = out / f"field_{name}_{int(n)}"
-        fl = _child(path, "field", nbar=cfg.density_mpc3, field=fdir) if "partitioned" in modes else nan
-        p = _child(path, "partitioned", nbar=cfg.density_mpc3, field=fdir) if "partitioned" in modes else (
-            nan | {"per_partition_s": float("nan"), "partitions_total": 0})
-        r1 = lambda x: None if not np.isfinite(x) else round(float(x), 1)  # noqa: E731
-        row = {"series": name, "target_tracers": n, "galaxies": max(g["galaxies"], p.get("galaxies", 0)),
+        path, tdir, fdir = (out / f"{s}_{name}_{int(n)}" for s in ("mock", "targets", "field"))
+        path = path.with_suffix(".parquet")
+        t0 = time.perf_counter()
+        if not (path.exists() and tdir.exists()):  # written by a child so that this process stays small
+            cut = ["--from", str(parent)] if parent is not None and name == "area" else []
+            subprocess.run([sys.executable, __file__, "mock", "--catalog", str(path), "--targets", str(tdir),
+                            "--density", str(cfg.density_mpc3), "--radius", str(cfg.radius_deg)] + cut, check=True)
+        mock_s = time.perf_counter() - t0
+        nan = {"wall_s": float("nan"), "peak_rss_mb": float("nan")}
+        g = _child("global", catalog=path) if "global" in modes else nan
+        build = "partitioned" in modes or "field" in modes or ("partition" in modes and not fdir.exists())
+        fl = _child("field", targets=tdir, field=fdir) if build else nan
+        if not build and fdir.exists():  # "partition" alone: the kept field, its shape from its meta.json
+            meta = json.loads((fdir / "meta.json").read_text())
+            fl |= {"galaxies": _scan_targets(tdir).select(pl.len()).collect().item(), "lattice_shape": meta["shape"]}
+        p = _child("partitioned", targets=tdir, field=fdir, make_slice=make_slice,
+                   center=(cfg.center_ra, cfg.center_dec)) if {"partitioned", "partition"} & set(modes) else nan
+        r1 = lambda x: None if x is None or not np.isfinite(x) else round(float(x), 1)  # noqa: E731
+        area = 2 * np.pi * (1 - np.cos(np.radians(cfg.radius_deg))) * (180 / np.pi) ** 2
+        row = {"series": name, "target_tracers": n, "galaxies": fl.get("galaxies", g.get("galaxies")),
+               "area_deg2": round(area), "density_mpc3": cfg.density_mpc3, "mock_s": round(mock_s, 1),
                "global_wall_s": r1(g["wall_s"]), "global_peak_rss_mb": r1(g["peak_rss_mb"]),
                "field_wall_s": r1(fl["wall_s"]), "field_peak_rss_mb": r1(fl["peak_rss_mb"]),
                "field_lattice": fl.get("lattice_shape"), "field_stored_mb": fl.get("stored_mb"),
-               "partition_wall_s": r1(p["per_partition_s"]), "partition_peak_rss_mb": r1(p["peak_rss_mb"]),
-               "partitions_total": p["partitions_total"],
-               "partitioned_total_s_est": r1(fl["wall_s"] + p["per_partition_s"] * p["partitions_total"])}
+               "partition_region_rows": p.get("region_rows"), "partition_region_pixels": p.get("region_pixels"),
+               "partition_own_rows": p.get("own_rows"), "partition_wall_s": r1(p["wall_s"]),
+               "partition_peak_rss_mb": r1(p["peak_rss_mb"]), "partition_peak_anon_mb": p.get("peak_anon_mb"),
+               "partition_peak_file_mb": p.get("peak_file_mb"),
+               "partition_rss_before_mb": r1(p.get("rss_before_mb")),
+               "partition_make_slice": p.get("make_slice")}
         rows.append(row)
         say("scaling", json.dumps(row))
+        (out / f"scaling{'' if make_slice else '_noslice'}.json").write_text(json.dumps(rows, indent=1))
+        if not keep:
+            for d in (path, tdir, fdir):
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
     dens = [r for r in rows if r["series"] == "density"]
     if len(dens) >= 2:
         n = np.log([r["galaxies"] for r in dens])
@@ -362,21 +488,34 @@ def scaling(out: Path, sizes: list[float], series: tuple[str, ...] = ("density",
             say(f"extrapolation {key} at 1e7 galaxies (power law slope {slope:.2f}): "
                 f"{np.exp(icpt + slope * np.log(1e7)):.0f}")
     area = [r for r in rows if r["series"] == "area" and r["field_lattice"]]
-    if area:  # the survey field's memory goes with its lattice, not its galaxies: bytes per lattice cell
+    if area:
+        # the survey field's memory goes with its lattice, not its galaxies: bytes per lattice cell
         cells = np.array([np.prod(r["field_lattice"]) for r in area], float)
-        per_cell = max(r["field_peak_rss_mb"] * 2**20 / c for r, c in zip(area, cells))
+        per_cell = max((r["field_peak_rss_mb"] * 2**20 / c for r, c in zip(area, cells) if r["field_peak_rss_mb"]),
+                       default=float("nan"))  # nan when the fields were kept from an earlier run
         d = CosmicWebParams()
         chi = float(d.chi_range()[1]) + d.lattice_pad()
         # DESI BGS to z = 0.4 over NGC + SGC (every RA, Dec > −20°): the bounding box of that dome
         shape = [int(np.ceil(2 * chi / d.cell_mpc))] * 2 + [int(np.ceil(chi * (1 + np.sin(np.radians(20))) / d.cell_mpc))]
         n_cells = float(np.prod(shape))
-        say(f"extrapolation survey field at DESI DR1 BGS (z < 0.4, Dec > -20 deg): lattice {shape} = {n_cells:.3g} "
-            f"cells of {d.cell_mpc} Mpc; at the measured max {per_cell:.1f} B/cell peak -> "
-            f"{per_cell * n_cells / 2**30:.1f} GiB (budget: 144 GB machine; 16 GB for a partition); "
-            f"partition peak RSS {[r['partition_peak_rss_mb'] for r in area]} MB at {[r['galaxies'] for r in area]} "
-            "galaxies")
-    (out / "scaling.json").write_text(json.dumps(rows, indent=1))
+        if np.isfinite(per_cell):
+            say(f"extrapolation survey field at DESI DR1 BGS (z < 0.4, Dec > -20 deg): lattice {shape} = "
+                f"{n_cells:.3g} cells of {d.cell_mpc} Mpc; at the measured max {per_cell:.1f} B/cell peak -> "
+                f"{per_cell * n_cells / 2**30:.1f} GiB (budget: the seed's 144 GB machine)")
+        # one partition: its region (pixel + buffer) is the same at DR1 as in any survey larger than it
+        big = [r for r in area if r["partition_region_pixels"] and r["area_deg2"] > _region_area_deg2(r)]
+        if big:
+            pk = [r["partition_peak_rss_mb"] for r in big]
+            say(f"one partition (region < survey, {len(big)} sizes {[r['galaxies'] for r in big]} galaxies, region "
+                f"{[r['partition_region_rows'] for r in big]} rows): peak RSS {pk} MB (spread {max(pk) - min(pk):.1f} "
+                f"MB); at DESI DR1 (~1e7 galaxies) a region at this density per deg² is the same: ~{max(pk):.0f} MB "
+                f"a partition (budget: the seed's 16 GB machine)")
     return rows
+
+
+def _region_area_deg2(row: dict) -> float:
+    """Area (deg²) of a partition's region: its nside-64 pixels."""
+    return row["partition_region_pixels"] * hp.nside2pixarea(64, degrees=True)
 
 
 def main(argv=None) -> int:
@@ -390,7 +529,9 @@ def main(argv=None) -> int:
     p.add_argument("--tidal-field", default=CosmicWebParams().tidal_field, choices=["survey", "local"],
                    help="survey: the one survey-wide field; local: per-run field (with --tidal-radius)")
     p.add_argument("--series", default="density,area")
-    p.add_argument("--modes", default="global,partitioned")
+    p.add_argument("--modes", default="global,partitioned",
+                   help="global, field (build), partition (one partition, reusing a kept --keep field), "
+                        "partitioned (field + partition)")
     p.add_argument("--density", type=float, default=1e-3)
     p.add_argument("--radius", type=float, default=10.0)
     p.add_argument("--out", default="bench/out/cosmic_web")
@@ -402,12 +543,32 @@ def main(argv=None) -> int:
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--nbar", type=float, default=0.0)
     p.add_argument("--field", default=None, help="survey field directory (one: written by --mode field)")
+    p.add_argument("--targets", default=None, help="targets-like parquet dataset (mock: written; one: read)")
+    p.add_argument("--center-ra", type=float, default=180.0, help="one: the partition is the pixel here")
+    p.add_argument("--center-dec", type=float, default=30.0)
+    p.add_argument("--no-slice", dest="make_slice", action="store_false",
+                   help="partition without the PNG slice (the asset's make_plot: false)")
+    p.add_argument("--keep", action="store_true", help="scaling: keep the mocks, targets and fields")
+    p.add_argument("--nested", action="store_true", help="scaling, area: smaller surveys are caps of the largest")
+    p.add_argument("--from", dest="from_catalog", default=None, help="mock: cut the cap from this catalog")
     a = p.parse_args(argv)
     if a.what == "one":
         _one(a)
     elif a.what == "mock":
-        make_positions_mock(PositionsMockConfig(density_mpc3=a.density, radius_deg=a.radius)).catalog.select(
-            "ra", "dec", "z").write_parquet(a.catalog)
+        if a.from_catalog:  # a cap of --radius about the mock's centre cut from a bigger mock
+            cat = pl.read_parquet(a.from_catalog)
+            c = PositionsMockConfig()
+            cos_d = (np.sin(np.radians(cat["dec"].to_numpy())) * np.sin(np.radians(c.center_dec))
+                     + np.cos(np.radians(cat["dec"].to_numpy())) * np.cos(np.radians(c.center_dec))
+                     * np.cos(np.radians(cat["ra"].to_numpy() - c.center_ra)))
+            cat = cat.filter(pl.Series(cos_d >= np.cos(np.radians(a.radius))))
+        else:
+            cat = make_positions_mock(PositionsMockConfig(density_mpc3=a.density, radius_deg=a.radius)).catalog
+        cat = cat.select("ra", "dec", "z")
+        if Path(a.catalog) != Path(a.from_catalog or ""):
+            cat.write_parquet(a.catalog)
+        if a.targets:
+            write_targets(cat, Path(a.targets))
     elif a.what == "validate":
         validate(Path(a.out), a.quick)
     elif a.what == "decompose":
@@ -449,7 +610,7 @@ def main(argv=None) -> int:
                   [float(x) for x in a.thresholds.split(",")], a.tidal_radius or None, a.tidal_field)
     else:
         scaling(Path(a.out), [float(x) for x in a.sizes.split(",")], tuple(a.series.split(",")),
-                tuple(a.modes.split(",")))
+                tuple(a.modes.split(",")), a.make_slice, a.keep, a.nested)
     return 0
 
 

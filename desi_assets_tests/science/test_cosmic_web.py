@@ -210,12 +210,81 @@ def test_survey_field_on_a_sub_lattice_and_outside_the_footprint():
     sub = T.Lattice(field.lattice.origin + 4 * 2.0, (6, 7, 8), 2.0)
     delta, window, tensor = field.on_lattice(sub)
     full = np.zeros(int(np.prod(field.lattice.shape)))
-    full[field.cells] = field.delta
+    full[field.flat_indices()] = field.delta
     np.testing.assert_array_equal(delta, full.reshape(field.lattice.shape)[4:10, 4:11, 4:12])
     d, t, w = field.sample(np.array([[1e4, 0, 0], [size / 2] * 3]))  # far outside: nothing, no error
     assert d[0] == 0 and w[0] == 0 and not t[0].any() and w[1] > 0.5
     with pytest.raises(ValueError, match="window"):
         field.on_lattice(T.Lattice(field.lattice.origin + 0.5, (4, 4, 4), 2.0))
+
+
+def _c_order_copy(field: SurveyField) -> SurveyField:
+    """The same field stored the pre-brick way: sorted flat C-order indices (brick = the whole lattice)."""
+    flat = field.flat_indices()
+    order = np.argsort(flat)
+    return SurveyField(field.lattice, flat[order], field.delta[order], field.window[order], field.tensor[:, order],
+                       field.mean_density_mpc3, field.settings)
+
+
+def test_survey_field_brick_order_gives_the_c_order_values(tmp_path):
+    import json
+
+    gal, rand, size = _box_points(lambda r: 1 + np.exp(-(r**2).sum(1) / 50.0), n_per_side=24)
+    field = survey_tidal_field(gal, rand, len(gal) / size**3, len(rand) / size**3, cell=2.0, r_s=2.0, pad=10.0)
+    assert field.brick == (16, 16, 16) and all(n > 16 and n % 16 for n in field.lattice.shape)  # partial bricks
+    assert np.all(np.diff(field.cells) > 0) and not np.all(np.diff(field.flat_indices()) > 0)  # not C order
+    flat = _c_order_copy(field)
+    assert flat.brick == flat.lattice.shape
+    pts = np.random.default_rng(3).uniform(-15, size + 15, (5000, 3))  # inside, at the rim and outside
+    for a, b in zip(field.sample(pts), flat.sample(pts)):
+        np.testing.assert_array_equal(a, b)
+    idx = np.random.default_rng(4).integers(0, np.prod(field.lattice.shape), 3000)
+    np.testing.assert_array_equal(field.window_at_cells(idx), flat.window_at_cells(idx))
+    # saved and memory-mapped back in brick order; a field saved before bricks (no "brick") reads as C order
+    back = SurveyField.load(field.save(tmp_path / "f"))
+    assert back.brick == field.brick and isinstance(back.cells, np.memmap)
+    for start, shape in (((3, 17, 30), (20, 9, 5)), ((-4, 0, 29), (40, 50, 9)), ((0, 0, 0), field.lattice.shape)):
+        lat = T.Lattice(field.lattice.origin + np.array(start) * 2.0, shape, 2.0)
+        for a, b, c in zip(field.on_lattice(lat), flat.on_lattice(lat), back.on_lattice(lat)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            np.testing.assert_array_equal(np.asarray(c), np.asarray(b))
+    for a, b in zip(back.sample(pts), field.sample(pts)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.window_at_cells(idx), field.window_at_cells(idx))
+    # a loaded field samples from the bricks it needs, read into memory: those bricks' rows and no others
+    near, _ = T._cic_weights(field.lattice, field.lattice.origin + np.random.default_rng(5).uniform(8, 20, (30, 3)))
+    sub = back.bricks_at(near)
+    need = np.unique(back.keys_of(near) // back.brick_cells)
+    assert not isinstance(sub.cells, np.memmap) and need.size < back.n_bricks
+    assert sub.cells.size == (back.starts[need + 1] - back.starts[need]).sum() < back.cells.size
+    np.testing.assert_array_equal(sub.window_at_cells(near), field.window_at_cells(near))
+    old = flat.save(tmp_path / "old")
+    meta = json.loads((old / "meta.json").read_text())
+    (old / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "brick"}))
+    np.testing.assert_array_equal(SurveyField.load(old).sample(pts)[0], field.sample(pts)[0])
+
+
+def test_survey_field_region_reads_only_its_bricks():
+    """A region that crosses every plane of the survey (a line of sight) reads its bricks, not every plane's rows."""
+    shape = (64, 96, 96)
+    lat = T.Lattice(np.zeros(3), shape, 1.0)
+    keys = np.sort(survey_field_keys(shape))
+    m = keys.size
+    field = SurveyField(lat, keys, np.zeros(m, np.float32), np.ones(m, np.float32), np.zeros((6, m), np.float32),
+                        1.0, {}, (16, 16, 16))
+    pts = np.random.default_rng(0).uniform([1.5, 40.5, 40.5], [62.5, 55.5, 55.5], (20000, 3))  # cells 1..63 × 40..56
+    idx, _ = T._cic_weights(lat, pts)
+    pages = lambda f: np.unique(f._rows(idx)[0] * 4 // 4096).size  # noqa: E731  4 KiB pages of a float32 array
+    bricks = 4 * 2 * 2  # the line of sight crosses 4 × 2 × 2 bricks of 16³ cells (16 KiB a float32 array)
+    assert pages(field) <= bricks * (16**3 * 4 // 4096 + 1)  # + 1: a brick need not start on a page
+    assert pages(field) < 0.5 * pages(_c_order_copy(field))
+
+
+def survey_field_keys(shape):
+    """Storage keys of every cell of a lattice (bricks of 16)."""
+    from desi_assets.science.cosmic_web.survey_field import brick_keys
+
+    return brick_keys(np.indices(shape).reshape(3, -1), shape, (16, 16, 16))
 
 
 def test_params_reject_a_buffer_below_the_tweb_reach():
@@ -292,3 +361,16 @@ def test_coordinates_match_astropy():
     np.testing.assert_allclose(comoving_distance(z), Planck18.comoving_distance(z).value, rtol=1e-5)
     xyz = radecz_to_xyz(np.array([0.0, 90.0]), np.array([0.0, 0.0]), np.array([0.1, 0.1]))
     np.testing.assert_allclose(xyz[:, :2], [[Planck18.comoving_distance(0.1).value, 0], [0, xyz[1, 1]]], atol=1e-6)
+
+
+def test_partition_slice_reads_one_plane_and_draws_the_boxs_middle_plane(mock, tmp_path):
+    ra, dec, z = (mock[c].to_numpy() for c in ("ra", "dec", "z"))
+    params = replace(SMALL, tidal_field="survey")
+    whole = cosmic_web(ra, dec, z, params, make_slice=True)  # builds the field: the box's dense lattice
+    stored = SurveyField.load(whole.extra["field"].save(tmp_path / "field"))
+    part = cosmic_web(ra, dec, z, params, make_slice=True, field=stored)  # a partition's route: one plane
+    assert whole.extra["lattice"].shape[1] > 1 and part.extra["lattice"].shape[1] == 1
+    a, b = whole.extra["slice"], part.extra["slice"]
+    np.testing.assert_array_equal(a["delta"], b["delta"])
+    np.testing.assert_array_equal(a["class"], b["class"])
+    assert a["extent"] == b["extent"] and np.isfinite(a["delta"]).any()

@@ -312,6 +312,12 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
                                      params.seed) @ rot.T
             n_rand = len(rand)
             lat = T.Lattice.around(np.concatenate([gal, rand]), params.cell_mpc, params.lattice_pad())
+            if survey and not built_here and not (want_cell_eigenvalues or params.filament_method == "tweb"):
+                # a partition wants the survey field's cells for the slice only: its one plane, not the whole
+                # box (which grows with the survey around the region); its volume fractions are that plane's
+                j = lat.shape[1] // 2
+                lat = T.Lattice(lat.origin + np.array([0.0, j * lat.cell, 0.0]), (lat.shape[0], 1, lat.shape[2]),
+                                lat.cell)
         if survey and dense:
             delta, window, tensor = field.on_lattice(lat)
         elif survey:
