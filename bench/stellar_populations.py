@@ -204,15 +204,22 @@ def _print_accuracy(acc: dict) -> None:
 
 # ---------------------------------------------------------------- Bagpipes (helper sp-bagpipes)
 
-def bagpipes_mock_inputs(n: int, pixels: int = 2, spectra_scale: float = 0.3):
-    """The n highest-S/N delayed-τ galaxies of the first mock pixels (sources.mock.survey), with truth: (inputs, truths)."""
+def bagpipes_mock_inputs(n: int, pixels: int = 2, spectra_scale: float = 0.3, *, config=None,
+                         indices=None, targetids=None):
+    """The n highest-S/N delayed-τ galaxies of the first mock pixels (sources.mock.survey), with truth: (inputs, truths).
+
+    With `targetids`, those GALAXY rows instead (any sfh_kind, in the order given; n and the S/N ranking unused);
+    `config` (a MockSurveyConfig) and `indices` (pixel indices) replace the `pixels`/`spectra_scale` survey.
+    """
     from desi_assets.science.stellar_populations import bagpipes_fit as bp
     from desi_assets.science.stellar_populations import photometry
     from desi_assets.sources.mock.survey import MockSurveyConfig, simulate_healpix
 
+    config = config or MockSurveyConfig(n_pixels=pixels, spectra_scale=spectra_scale)
+    wanted = None if targetids is None else {int(x) for x in targetids}
     cands = []
-    for idx in range(pixels):
-        sim = simulate_healpix(MockSurveyConfig(n_pixels=pixels, spectra_scale=spectra_scale), idx)
+    for idx in range(config.n_pixels) if indices is None else indices:
+        sim = simulate_healpix(config, idx)
         t = sim.truth
         wave = np.concatenate([sim.arms[a]["wave"] for a in "brz"])
         flux = np.concatenate([sim.arms[a]["flux"] for a in "brz"], axis=1)
@@ -223,14 +230,24 @@ def bagpipes_mock_inputs(n: int, pixels: int = 2, spectra_scale: float = 0.3):
         tid = np.asarray(fm["TARGETID"])
         snr = np.median(flux * np.sqrt(ivar), axis=1)
         for i, row in enumerate(t.iter_rows(named=True)):
+            if row["spectype"] != "GALAXY":
+                continue
+            if wanted is None and (row["sfh_kind"] != "delayed_tau" or row["anomaly_class"]):
+                continue
+            if wanted is not None and int(row["targetid"]) not in wanted:
+                continue
             j = int(np.flatnonzero(tid == row["targetid"])[0])
-            if row["spectype"] == "GALAXY" and row["sfh_kind"] == "delayed_tau" and not row["anomaly_class"]:
-                truth = {"logmass": row["logmass"], "sfr": row["sfr"], "age_mw": row["age_gyr"],
-                         "dust_av": row["av"], "zmet": row["zmet_zsun"], "tracer": row["tracer"],
-                         "snr": float(snr[j])}
-                cands.append((bp.GalaxyInput(int(row["targetid"]), float(row["z"]), wave, flux[j], ivar[j],
-                                             phot[j], phot_ivar[j]), truth))
-    order = bp.select_priority(np.array([c[1]["snr"] for c in cands]), n)
+            truth = {"logmass": row["logmass"], "sfr": row["sfr"], "age_mw": row["age_gyr"],
+                     "dust_av": row["av"], "zmet": row["zmet_zsun"], "tracer": row["tracer"],
+                     "snr": float(snr[j]), "sfh_kind": row["sfh_kind"]}
+            cands.append((bp.GalaxyInput(int(row["targetid"]), float(row["z"]), wave, flux[j], ivar[j],
+                                         phot[j], phot_ivar[j]), truth))
+        del sim
+    if wanted is not None:
+        pos = {c[0].targetid: k for k, c in enumerate(cands)}
+        order = [pos[int(x)] for x in targetids if int(x) in pos]
+    else:
+        order = bp.select_priority(np.array([c[1]["snr"] for c in cands]), n)
     return [cands[i][0] for i in order], [cands[i][1] for i in order]
 
 

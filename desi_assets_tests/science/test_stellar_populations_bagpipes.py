@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,20 @@ def test_prepare_spectrum_bins_cuts_sorts_and_converts():
     assert np.isin(err, np.round(1 / np.sqrt([16.0, 12.0, 8.0, 4.0]), 9)).all()
     assert (err == 0.25).sum() >= good.sum() - 2  # only the two bins beside the masked one are partial
     assert (~good).sum() == 1 and spec[~good, 1][0] == pytest.approx(2.0e-17)  # neighbours' flux, no weight
+
+
+
+def test_spectral_error_floor_adds_in_quadrature_on_good_bins_only():
+    st = B.BagpipesSettings(bin_factor=4, rest_range_a=(4000.0, 5000.0), mask_lines_kms=0.0)
+    z, wave = 0.25, np.arange(4800.0, 6400.0, 0.8)
+    flux, ivar = np.full(wave.size, 2.0), np.full(wave.size, 4.0)
+    ivar[400:407] = 0.0
+    plain = B.prepare_spectrum(wave, flux, ivar, z, st)
+    floored = B.prepare_spectrum(wave, flux, ivar, z, replace(st, spec_error_floor=0.1))
+    good = plain[:, 2] < 1e90
+    np.testing.assert_array_equal(floored[:, :2], plain[:, :2])
+    np.testing.assert_allclose(floored[good, 2], np.hypot(plain[good, 2], 0.1 * 2.0e-17))  # 10% of |flux| = 2
+    np.testing.assert_array_equal(floored[~good, 2], plain[~good, 2])  # a masked bin stays masked
 
 
 def test_emission_lines_are_masked_before_binning():

@@ -145,7 +145,8 @@ def test_archive_is_a_dagster_resource(tree):
     def listed(archive: SpectraArchive) -> list[str]:
         return archive.list_keys()
 
-    res = dg.materialize([listed], resources={"archive": LocalArchive(root=str(tree))})
+    with dg.instance_for_test() as inst:  # its own instance: no state left by an earlier test's instance
+        res = dg.materialize([listed], resources={"archive": LocalArchive(root=str(tree))}, instance=inst)
     assert res.success
     assert res.output_for_node("listed")[0] == "main-dark-10378"
 

@@ -55,13 +55,16 @@ class PosteriorsConfig(dg.Config):
     nebular: bool = Field(default=False, description="bagpipes' nebular model (lines + continuum at fitted log U); "
                                                      "off for the mock, whose 13 Gaussian lines have no continuum; "
                                                      "turn on for real data")
+    spec_error_floor: float = Field(default=0.0, description="fractional model-error floor on each spectral bin "
+                                                            "(× running median |flux|); 0.06 (the fast path's) "
+                                                            "widened logmass/zmet intervals on the mock, not dust/SFR")
 
     def settings(self):
         """The science-side BagpipesSettings."""
         from desi_assets.science.stellar_populations.bagpipes_fit import BagpipesSettings
 
         return BagpipesSettings(n_live=self.n_live, bin_factor=self.bin_factor, use_photometry=self.use_photometry,
-                                timeout_s=self.timeout_s, nebular=self.nebular)
+                                timeout_s=self.timeout_s, nebular=self.nebular, spec_error_floor=self.spec_error_floor)
 
     def worker_count(self, n_fits: int) -> int:
         """Worker processes for n_fits fits: the configured number, else one per core, never more than fits."""

@@ -68,6 +68,9 @@ class BagpipesSettings:
     rest_range_a: tuple[float, float] = (3600.0, 7000.0)  # rest-frame range fitted (Å)
     use_photometry: bool = True
     phot_error_floor: float = 0.05  # fractional error added in quadrature to each band
+    # fractional model-error floor added in quadrature to each spectral bin (× running median |flux|),
+    # as the fast path's calibrated spec_floor: library-to-galaxy mismatch is correlated, not white
+    spec_error_floor: float = 0.0
     calib_order: int = 0  # order of the max-likelihood spectrum/photometry calibration polynomial
     nebular: bool = False  # bagpipes' Cloudy nebular model (see the module note: off on the mock)
     mask_lines_kms: float = 600.0  # spectral pixels this close to a strong emission line are masked (0: none)
@@ -227,6 +230,10 @@ def prepare_spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: fl
     ivb = wt.sum(axis=1)
     fb = np.where(ivb > 0, (np.where(good, f, 0.0) * wt).sum(axis=1) / np.where(ivb > 0, ivb, 1.0), 0.0)
     err = np.where(ivb > 0, 1.0 / np.sqrt(np.where(ivb > 0, ivb, 1.0)), MASKED_ERR / 1e-17)
+    if settings.spec_error_floor > 0 and (ivb > 0).any():
+        from desi_assets.science.stellar_populations.fast import smoothed_abs_flux
+
+        err = np.where(ivb > 0, np.hypot(err, settings.spec_error_floor * smoothed_abs_flux(fb, ivb > 0)), err)
     wb = w.mean(axis=1)
     used = np.flatnonzero(ivb > 0)
     if used.size:  # masked bins: the neighbours' flux (never 0: bagpipes' calibration divides by it), no weight

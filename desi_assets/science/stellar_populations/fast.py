@@ -97,16 +97,17 @@ class FastSettings:
     z_step_phot: float = 0.02  # redshift grid of the photometry table
     h0: float = 67.7  # flat ΛCDM (the mock's cosmology)
     om0: float = 0.31
-    # calibration: `calibrate` with its default grid on 600 simulated galaxies through the DESI noise model
-    # (bench/stellar_populations.py --calibrate 600, seed 1007), population prior; held-out coverage in the
-    # bench's output (simulated) and bench/stellar_populations_mock.py (the demo's mock survey)
+    # calibration: `calibrate` with its default grid on 2,000 simulated galaxies through the DESI noise model
+    # (bench/stellar_populations.py --calibrate 2000, seed 1007; 600 left the SFR kernel to sampling noise),
+    # population prior; held-out coverage in the bench's output (simulated) and bench/stellar_populations_mock.py
+    # (the demo's mock survey)
     spec_floor: float = 0.06  # fractional model-error floor on the spectrum (× smoothed data flux)
     # fractional floor on the photometry (not searched by `calibrate`): 3% plus the nebular lines the continuum
     # library lacks; in the mock survey's g/r/z fluxes at S/N > 2 they add 2–3% (84th percentile), 5–8% (95th)
     phot_floor: float = 0.05
-    temperature: float = 1.0  # χ² → weights: exp(−Δχ²/2T)
+    temperature: float = 1.25  # χ² → weights: exp(−Δχ²/2T)
     # × each model's library-resolution spread (kernel_width) in the percentiles: one per PARAMS (or one for all)
-    kernel_scale: tuple[float, ...] = (0.25, 0.5, 0.25, 0.25, 0.25)
+    kernel_scale: tuple[float, ...] = (0.0, 0.25, 0.125, 0.125, 0.125)
     kernel_neighbours: int = 8  # spectral nearest neighbours that define a model's library resolution
     line_mask_kms: float = 500.0  # half-width of the emission-line mask
     min_good_bins: int = 40
@@ -454,8 +455,8 @@ def _line_mask(z: float, lo: np.ndarray, hi: np.ndarray, kms: float) -> np.ndarr
     return ((lo[:, None] < lam + half) & (hi[:, None] > lam - half)).any(axis=1)
 
 
-def _smooth_abs(flux: np.ndarray, good: np.ndarray, width: int = 9) -> np.ndarray:
-    """Running median of |flux| over good bins (for the model-error floor)."""
+def smoothed_abs_flux(flux: np.ndarray, good: np.ndarray, width: int = 9) -> np.ndarray:
+    """Running median of |flux| over good bins (flux units; for the model-error floors)."""
     from scipy.ndimage import median_filter
 
     f = np.where(good, np.abs(flux), np.nan)
@@ -493,7 +494,7 @@ def _row_terms(model: FastModel, flux, ivar, z, phot, phot_ivar, lo, hi, floor_s
     good &= ~_line_mask(z, lo, hi, s.line_mask_kms)
     if good.sum() < s.min_good_bins:
         return f"{STATUS_NO_DATA}: {int(good.sum())} line-free bins < {s.min_good_bins}"
-    sm = _smooth_abs(f, good)
+    sm = smoothed_abs_flux(f, good)
     w = np.where(good, 1.0 / (1.0 / np.where(good, ivar, 1.0) + (floor_spec * sm) ** 2), 0.0)
     v = basis @ (w * f)
     gram = (basis * w[None, :]) @ basis.T
@@ -711,8 +712,8 @@ def coverage_loss(truth: dict[str, np.ndarray], summ: dict[str, np.ndarray],
     return loss, coverage_table(truth, summ, PARAMS)
 
 
-def calibrate(model: FastModel, data: CalibrationSet, spec_floors=(0.02, 0.04, 0.06),
-              temperatures=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0), kernel_scales=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+def calibrate(model: FastModel, data: CalibrationSet, spec_floors=(0.04, 0.06, 0.08),
+              temperatures=(1.0, 1.25, 1.5, 2.0), kernel_scales=(0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0),
               snr_split: float = 10.0, snr_weights: tuple[float, float] = (0.5, 1.0)) -> FastModel:
     """Grid search of the spectrum floor, the temperature and one kernel scale per parameter for coverage of
     68% and 95% on held-out galaxies below and above S/N snr_split (per pixel), the losses weighted snr_weights
