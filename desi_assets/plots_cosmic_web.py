@@ -24,6 +24,8 @@ def plot_web_slice(path: Path, sl: dict, title: str) -> Path:
     for s in sl["segments_xz"]:
         ax.plot(s[:, 1], s[:, 0], color="k", lw=0.6)
     g, c = sl["galaxies_xz"], sl["galaxy_class"]
+    if (c < 0).any():  # outside the field's window (or the lattice): no class
+        ax.scatter(g[c < 0, 1], g[c < 0, 0], s=2, color="0.6", label="no class")
     for k in range(4):
         m = c == k
         ax.scatter(g[m, 1], g[m, 0], s=3, color=CLASS_COLORS[k], label=CLASS_NAMES[k])

@@ -300,6 +300,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
     if tr_idx.size and len(footprint) and nbar > 0:
         rot = _frame(params)
         gal = xyz[tr_idx] @ rot.T
+        q = xyz[work] @ rot.T
         survey = params.tidal_field == "survey"
         built_here = survey and field is None
         if built_here:  # the global run: this catalog is the survey
@@ -315,7 +316,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
             if survey and not built_here and not (want_cell_eigenvalues or params.filament_method == "tweb"):
                 # a partition wants the survey field's cells for the slice only: its one plane, not the whole
                 # box (which grows with the survey around the region); its volume fractions are that plane's
-                j = lat.shape[1] // 2
+                j = _slice_plane(lat, q[tracer[work]])
                 lat = T.Lattice(lat.origin + np.array([0.0, j * lat.cell, 0.0]), (lat.shape[0], 1, lat.shape[2]),
                                 lat.cell)
         if survey and dense:
@@ -336,7 +337,6 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
             cell_lam = T.eigenvalues(T.tensor_cells(tensor, cells))
             cell_class.ravel()[cells] = T.web_class(cell_lam, params.lambda_th)
             fractions = T.volume_fractions(cell_class.ravel()[cells])
-        q = xyz[work] @ rot.T
         if survey:  # sampled in the survey lattice's own coordinates: bit-identical in every run
             q_delta, q_tensor, q_window = field.sample(q)
             lam = T.eigenvalues(q_tensor)
@@ -370,7 +370,7 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
         if survey:
             extra["field"] = field
         if make_slice:
-            extra["slice"] = _slice(lat, delta, cell_class, segs, gal, q, cols["web_class"][work])
+            extra["slice"] = _slice(lat, delta, cell_class, segs, gal, q, cols["web_class"][work], tracer[work])
     for k, v in cols.items():
         if k != "status":
             v[dup] = v[first[dup]]
@@ -378,10 +378,17 @@ def cosmic_web(ra: np.ndarray, dec: np.ndarray, z: np.ndarray, params: CosmicWeb
     return CosmicWebResult(res_cols, fractions, int(tr_idx.size), n_rand, float(nbar), segments, extra)
 
 
+def _slice_plane(lat: T.Lattice, q: np.ndarray) -> int:
+    """The lattice plane (index along y) at the median y of points q (N,3) Mpc (a run's tracers); the centre if none."""
+    if not len(q):
+        return lat.shape[1] // 2
+    return int(np.clip(np.floor((np.median(q[:, 1]) - lat.origin[1]) / lat.cell), 0, lat.shape[1] - 1))
+
+
 def _slice(lat: T.Lattice, delta: np.ndarray, cell_class: np.ndarray, segs: np.ndarray, gal: np.ndarray,
-           q: np.ndarray, q_class: np.ndarray, thickness_mpc: float = 10.0) -> dict:
-    """A slab through the lattice centre (grid frame, normal to y): δ image, nearby segments and galaxies."""
-    j = lat.shape[1] // 2
+           q: np.ndarray, q_class: np.ndarray, q_tracer: np.ndarray | None = None, thickness_mpc: float = 10.0) -> dict:
+    """A slab through the run's tracers (grid frame, normal to y): δ image, nearby segments and galaxies."""
+    j = _slice_plane(lat, q if q_tracer is None else q[q_tracer])
     y0 = lat.origin[1] + (j + 0.5) * lat.cell
     near = lambda p: np.abs(p[..., 1] - y0) < thickness_mpc / 2  # noqa: E731
     seg_near = segs[near(segs).all(axis=1)] if len(segs) else segs
