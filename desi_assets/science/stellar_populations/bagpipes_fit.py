@@ -68,8 +68,8 @@ class BagpipesSettings:
     rest_range_a: tuple[float, float] = (3600.0, 7000.0)  # rest-frame range fitted (Å)
     use_photometry: bool = True
     phot_error_floor: float = 0.05  # fractional error added in quadrature to each band
-    # fractional model-error floor added in quadrature to each spectral bin (× running median |flux|),
-    # as the fast path's calibrated spec_floor: library-to-galaxy mismatch is correlated, not white
+    # fractional model-error floor added in quadrature to each spectral bin (× running median |flux|); 0.06, the
+    # fast path's, widened logmass/zmet intervals on the mock but not dust/SFR (bench/stellar_populations_bagpipes.py)
     spec_error_floor: float = 0.0
     calib_order: int = 0  # order of the max-likelihood spectrum/photometry calibration polynomial
     nebular: bool = False  # bagpipes' Cloudy nebular model (see the module note: off on the mock)
