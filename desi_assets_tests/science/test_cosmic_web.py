@@ -363,7 +363,7 @@ def test_coordinates_match_astropy():
     np.testing.assert_allclose(xyz[:, :2], [[Planck18.comoving_distance(0.1).value, 0], [0, xyz[1, 1]]], atol=1e-6)
 
 
-def test_partition_slice_reads_one_plane_and_draws_the_boxs_middle_plane(mock, tmp_path):
+def test_partition_slice_reads_one_plane_and_draws_the_same_plane_as_the_whole_box(mock, tmp_path):
     ra, dec, z = (mock[c].to_numpy() for c in ("ra", "dec", "z"))
     params = replace(SMALL, tidal_field="survey")
     whole = cosmic_web(ra, dec, z, params, make_slice=True)  # builds the field: the box's dense lattice
