@@ -309,9 +309,13 @@ class _RssSampler:
         return {"peak_anon_mb": round(self.peak["RssAnon"], 1), "peak_file_mb": round(self.peak["RssFile"], 1)}
 
 
-#: The partitions' key, as in the lakehouse: survey-program-pixel (nside 64), physical groups pixel // 100.
+#: Partition keys of the bench's targets, as in the lakehouse: survey-program-pixel (nside 64).
+_KEY_PREFIX = "main-bright-"
+
+
 def _key(pix) -> pl.Expr:
-    return pl.concat_str(pl.lit("main-bright-"), pix.cast(pl.Utf8))
+    """Partition key column from a pixel column."""
+    return pl.concat_str(pl.lit(_KEY_PREFIX), pix.cast(pl.Utf8))
 
 
 def write_targets(cat: pl.DataFrame, out: Path) -> int:
@@ -343,8 +347,8 @@ def _one(args) -> None:
     """Child process: one timed run, prints JSON with wall seconds and peak RSS (MB).
 
     partitioned: what the `cosmic_web` asset does for one partition (defs/cosmic_web/assets.py) with parquet in
-    place of Delta: read the partition's targets, then only its region (`region_of`: pixel + buffer) by the
-    asset's filter, and `environment_rows` sampling the memory-mapped field (`--field`, written by mode field).
+    place of Delta: read the partition's targets, then only its region (`region_filter`: pixel + buffer) as the
+    asset does, and `environment_rows` sampling the memory-mapped field (`--field`, written by mode field).
     """
     p = CosmicWebParams(tracer_zmin=0.05, tracer_zmax=0.4, mean_density_mpc3=args.nbar or None)
     base_rss = peak_rss_mb()
@@ -367,7 +371,7 @@ def _one(args) -> None:
                  "stored_mb": round(f.nbytes / 2**20, 1), "mean_density_mpc3": f.mean_density_mpc3}
         n_part = 1
     else:  # one or more partitions, one after another, the asset's way (never the whole catalog)
-        from desi_assets.cosmic_web_catalog import TARGET_COLUMNS, environment_rows, region_of
+        from desi_assets.cosmic_web_catalog import TARGET_COLUMNS, environment_rows, region_filter
         from desi_assets.science.cosmic_web import SurveyField
 
         field = SurveyField.load(args.field)  # memory-mapped: the pages of the region's cells only
@@ -378,10 +382,10 @@ def _one(args) -> None:
         parts = []
         for pix in pick[:args.partitions]:
             tp = time.perf_counter()
-            keys = [f"main-bright-{pix}"]
+            keys = [f"{_KEY_PREFIX}{pix}"]
             own = scan.filter(pl.col("coadd_key").is_in(keys)).collect()
-            near = region_of(own["healpix"].drop_nulls().unique().to_numpy(), p).tolist()
-            region = scan.filter(pl.col("healpix").is_in(near) | pl.col("coadd_key").is_in(keys)).collect()
+            in_region, near = region_filter(own, keys, p)
+            region = scan.filter(in_region).collect()
             rows, res = environment_rows(own, region, p, make_slice=args.make_slice, field=field)
             assert rows.height == own.height
             parts.append({"pixel": pix, "own_rows": own.height, "region_rows": region.height,

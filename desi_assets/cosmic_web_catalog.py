@@ -131,6 +131,13 @@ def region_of(own_pixels: np.ndarray, params: CosmicWebParams) -> np.ndarray:
     return region_pixels(own_pixels, 64, params.buffer_deg())
 
 
+def region_filter(own: pl.DataFrame, keys: list[str], params: CosmicWebParams) -> tuple[pl.Expr, list[int]]:
+    """Filter on `targets` for a partition's region (its coadds + every nside-64 pixel within the buffer), and
+    those pixels: what the `cosmic_web` asset reads besides its own rows."""
+    near = region_of(own["healpix"].drop_nulls().unique().to_numpy(), params).tolist()
+    return pl.col("healpix").is_in(near) | pl.col("coadd_key").is_in(list(keys)), near
+
+
 def _galaxies(frame: pl.DataFrame, spectypes: tuple[str, ...], require_zwarn_zero: bool) -> pl.DataFrame:
     """Rows used as galaxies: spectype in `spectypes` (and ZWARN == 0)."""
     keep = frame["spectype"].is_in(list(spectypes))

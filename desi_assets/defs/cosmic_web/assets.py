@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from desi_assets.cosmic_web_catalog import (TARGET_COLUMNS, environment_rows, partition_summary, region_of,
+from desi_assets.cosmic_web_catalog import (TARGET_COLUMNS, environment_rows, partition_summary, region_filter,
                                             targets_survey_field, with_survey_density)
 from desi_assets.defs.cosmic_web.config import CosmicWebConfig, check_descriptions, field_check_descriptions
 from desi_assets.defs.metadata import plot_metadata
@@ -91,9 +91,8 @@ def cosmic_web(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, 
     elif cfg.tidal_field != "survey":  # δ normalised by the survey-wide n̄ of every landed target
         params = with_survey_density(lakehouse.scan("targets").select(TARGET_COLUMNS).collect(), params,
                                      tuple(cfg.spectypes), cfg.require_zwarn_zero)
-    near = region_of(own["healpix"].drop_nulls().unique().to_numpy(), params).tolist()
-    region = lakehouse.scan("targets").select(TARGET_COLUMNS).filter(
-        pl.col("healpix").is_in(near) | pl.col("coadd_key").is_in(keys)).collect()
+    in_region, near = region_filter(own, keys, params)
+    region = lakehouse.scan("targets").select(TARGET_COLUMNS).filter(in_region).collect()
     rows, res = environment_rows(own, region, params, tuple(cfg.spectypes), cfg.require_zwarn_zero, cfg.make_plot,
                                  field=field)
     n = lakehouse.write_partitions("cosmic_web", rows, keys)
