@@ -403,7 +403,7 @@ def choose_index(tbl, min_rows: int, target_recall: float = 0.95, n_queries: int
 
 @dataclass
 class EvalInputs:
-    """Aligned evaluation arrays: transformer vectors, BigAE latents, 496-bin flux; class, z, S/N; encoder-unseen."""
+    """Aligned evaluation arrays: transformer vectors, BigAE latents, 496-bin flux; class, z, S/N; encoder-unseen; ids."""
 
     transformer: np.ndarray
     latent: np.ndarray | None
@@ -412,6 +412,7 @@ class EvalInputs:
     z: np.ndarray
     snr: np.ndarray
     unseen: np.ndarray
+    ids: pl.DataFrame | None = None
 
 
 def evaluation_inputs(lakehouse, uri: str, name: str, max_rows: int = 0, seed: int = 0) -> EvalInputs:
@@ -437,4 +438,4 @@ def evaluation_inputs(lakehouse, uri: str, name: str, max_rows: int = 0, seed: i
         latent=None if lat.null_count() else to_numpy_2d(lat.cast(pl.List(pl.Float32))),
         flux=to_numpy_2d(d["flux"]), spectype=d["spectype"].to_numpy().astype(str), z=d["z"].to_numpy(),
         snr=d.select(pl.mean_horizontal("median_coadd_snr_b", "median_coadd_snr_r", "median_coadd_snr_z"))
-        .to_series().to_numpy(), unseen=unseen)
+        .to_series().to_numpy(), unseen=unseen, ids=d.select("coadd_key", "targetid"))

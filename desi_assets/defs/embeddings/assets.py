@@ -29,7 +29,7 @@ def _settings(config: EmbeddingConfig) -> tuple[ArchConfig, TrainSettings]:
     if config.arch not in ARCHS:
         raise dg.Failure(f"unknown arch {config.arch!r}; known: {sorted(ARCHS)}")
     cores = os.cpu_count() or 1
-    threads = config.num_threads or (1 if cores <= 2 else min(4, cores // 2))
+    threads = config.num_threads or min(4, cores)
     arch = dataclasses.replace(ARCHS[config.arch], pooling=config.pooling)
     return arch, TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                mask_ratio=config.mask_ratio, patience=config.patience,

@@ -7,7 +7,7 @@ from pydantic import Field
 class EmbeddingConfig(dg.Config):
     """SpectrumTransformer training, embedding, index choice and evaluation.
 
-    Demo-sized defaults: the `small` architecture (P = 64, width 64, 2 + 1 layers, ~130k parameters)
+    Demo-sized defaults: the `small` architecture (P = 64, width 128, 2 + 1 layers, ~490k parameters)
     on at most 3,000 class-balanced training spectra for at most 12 epochs or 180 s. Full size: set
     `arch: paper` (P = 32, 6 + 6 layers, width 512, 8 heads; for a GPU), `max_train_spectra: 0`
     (all), `epochs: 100`, `max_train_seconds: 0` (no cap).
@@ -25,7 +25,7 @@ class EmbeddingConfig(dg.Config):
     max_train_seconds: float = Field(default=180.0, description="wall-clock cap on training (s); 0 = none")
     seed: int = 0
     device: str = Field(default="auto", description="'auto' = cuda when present, else cpu")
-    num_threads: int = Field(default=0, description="torch threads; 0 = 1 on <= 2 cores, else min(4, cores // 2)")
+    num_threads: int = Field(default=0, description="torch threads for training; 0 = min(4, cores)")
     embed_batch: int = 256
     index_min_rows: int = Field(default=50_000, description="below this a flat scan is exact and fast: no index")
     index_target_recall: float = Field(default=0.95, description="recall@10 an index must reach to be chosen")

@@ -57,29 +57,36 @@ class FoldResult:
     z_pred: np.ndarray
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+def kfold_indices(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """Test-row indices of each of k folds of n rows (a seeded permutation split in k)."""
     return np.array_split(np.random.default_rng(seed).permutation(n), k)
 
 
 def cross_validate(x: np.ndarray, labels: np.ndarray, z: np.ndarray, folds: int = 5, seed: int = 0,
                    mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300) -> list[FoldResult]:
     """k-fold predictions on frozen vectors x (N, D): logistic-regression class, 10-NN class, MLP log(1+z)."""
+    out = []
+    for test in kfold_indices(len(x), folds, seed):
+        train = np.setdiff1d(np.arange(len(x)), test)
+        out.append(fit_predict(x, labels, z, train, test, seed, mlp_hidden, mlp_iter))
+    return out
+
+
+def fit_predict(x: np.ndarray, labels: np.ndarray, z: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int = 0,
+                mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300) -> FoldResult:
+    """One split's predictions on frozen vectors: logistic-regression class, 10-NN class, MLP log(1+z)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
-    out = []
-    for test in _folds(len(x), folds, seed):
-        train = np.setdiff1d(np.arange(len(x)), test)
-        sc = StandardScaler().fit(x[train])
-        xtr, xte = sc.transform(x[train]), sc.transform(x[test])
-        probe = LogisticRegression(max_iter=1000, C=1.0).fit(xtr, labels[train])
-        knn = KNeighborsClassifier(10).fit(xtr, labels[train])
-        mlp = MLPRegressor(hidden_layer_sizes=mlp_hidden, max_iter=mlp_iter, early_stopping=True, random_state=seed,
-                           learning_rate_init=1e-3, alpha=1e-4).fit(xtr, np.log1p(z[train]))
-        out.append(FoldResult(test, probe.predict(xte), knn.predict(xte), np.expm1(mlp.predict(xte))))
-    return out
+    sc = StandardScaler().fit(x[train])
+    xtr, xte = sc.transform(x[train]), sc.transform(x[test])
+    probe = LogisticRegression(max_iter=1000, C=1.0).fit(xtr, labels[train])
+    knn = KNeighborsClassifier(10).fit(xtr, labels[train])
+    mlp = MLPRegressor(hidden_layer_sizes=mlp_hidden, max_iter=mlp_iter, early_stopping=True, random_state=seed,
+                       learning_rate_init=1e-3, alpha=1e-4).fit(xtr, np.log1p(z[train]))
+    return FoldResult(test, probe.predict(xte), knn.predict(xte), np.expm1(mlp.predict(xte)))
 
 
 def class_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -22,7 +22,7 @@ class ArchConfig:
     """Architecture: patch size (pixels), width, heads, encoder/decoder layers, λ features, pooling ('mean' or 'cls')."""
 
     patch: int = 64
-    width: int = 64
+    width: int = 128
     heads: int = 4
     encoder_layers: int = 2
     decoder_layers: int = 1
@@ -34,7 +34,8 @@ class ArchConfig:
     pooling: str = "mean"
 
 
-#: The two shipped architectures. `small` trains on the demo in minutes on 2 CPU cores; `paper` is the
+#: The two shipped architectures. `small` trains on the demo in minutes on 2 CPU cores (width 128: on the demo
+#: mock its probe's balanced accuracy is 0.90, against 0.85 at width 64 in the same 180 s); `paper` is the
 #: reference design (arXiv:2510.17959: P = 32, 6 + 6 layers, width 512, 8 heads) for a GPU.
 ARCHS: dict[str, ArchConfig] = {
     "small": ArchConfig(),

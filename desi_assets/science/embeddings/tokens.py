@@ -44,6 +44,13 @@ class Tokens:
         """Refusal reason per row ('' when embedded)."""
         return [REFUSALS[int(c)] for c in self.refused]
 
+    def rows(self, idx: np.ndarray) -> "Tokens":
+        """The Tokens of rows idx (int indices or a bool mask); a shared (T, P) grid stays shared."""
+        sel = {k: getattr(self, k)[idx] for k in ("flux", "ivar", "good", "valid", "norm", "refused")}
+        shared = self.wave.ndim == 2
+        return Tokens(wave=self.wave if shared else self.wave[idx], inside=self.inside if shared else self.inside[idx],
+                      **sel)
+
 
 def _pad(x: np.ndarray, n: int, value) -> np.ndarray:
     """Pad the last axis of x with `value` to length n."""

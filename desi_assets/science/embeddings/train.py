@@ -1,4 +1,5 @@
-"""Masked-reconstruction training of SpectrumTransformer and batch inference (embeddings, reconstruction χ²)."""
+"""Masked-reconstruction training of SpectrumTransformer, batch inference (embeddings, reconstruction χ²), and the
+supervised ceiling (the same encoder trained end to end on class and redshift)."""
 
 from __future__ import annotations
 
@@ -71,10 +72,7 @@ def _batch(t: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device) 
 
 
 def _only_ok(tok: Tokens) -> Tokens:
-    ok = tok.ok
-    sel = {k: getattr(tok, k)[ok] for k in ("flux", "ivar", "good", "valid", "norm", "refused")}
-    wave, inside = (tok.wave, tok.inside) if tok.wave.ndim == 2 else (tok.wave[ok], tok.inside[ok])
-    return Tokens(wave=wave, inside=inside, **sel)
+    return tok.rows(tok.ok)
 
 
 def train_embedder(train: Tokens, val: Tokens, arch: ArchConfig, settings: TrainSettings | None = None,
@@ -189,3 +187,103 @@ def embed_arms(model: SpectrumTransformer, arms: dict[str, tuple[np.ndarray, np.
 
     parts = [one(slice(s, min(n, s + block))) for s in range(0, n, block)]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+class SupervisedHeads(torch.nn.Module):
+    """Heads on the pooled embedding: linear class logits and a small MLP for log(1 + z)."""
+
+    def __init__(self, width: int, n_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.cls = torch.nn.Linear(width, n_classes)
+        self.z = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+
+    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class logits (N, C), log(1 + z) (N,))."""
+        return self.cls(emb), self.z(emb)[:, 0]
+
+
+@dataclass
+class SupervisedResult:
+    """Encoder and heads after end-to-end training (eval mode, CPU), history [(epoch, train loss)], wall seconds."""
+
+    model: SpectrumTransformer
+    heads: SupervisedHeads
+    history: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_by_time: bool = False
+
+
+def _embed(model: SpectrumTransformer, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    h, pad = model.encode_tokens(b["flux"], b["good"], b["wfeat"], b["valid"])
+    return model.pool(h, pad)
+
+
+def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchConfig,
+                     settings: TrainSettings | None = None, n_classes: int | None = None, z_weight: float = 10.0,
+                     huber_delta: float = 0.05, progress: Callable[[int, float], None] | None = None
+                     ) -> SupervisedResult:
+    """The ceiling of the architecture: encoder + heads trained on the labels (class-weighted cross-entropy plus
+    z_weight × Huber on log(1 + z)), every valid patch visible. labels: class codes (N,) int; z: redshift (N,)."""
+    s = settings or TrainSettings()
+    device = s.resolved_device()
+    old_threads = torch.get_num_threads()
+    if s.num_threads:
+        torch.set_num_threads(int(s.num_threads))
+    t0 = time.perf_counter()
+    try:
+        torch.manual_seed(s.seed)
+        ok = tok.ok
+        tt = token_tensors(_only_ok(tok), arch)
+        y = torch.from_numpy(np.asarray(labels)[ok].astype(np.int64))
+        lz = torch.from_numpy(np.log1p(np.asarray(z, dtype=np.float64)[ok])).float()
+        k = int(n_classes or int(y.max()) + 1)
+        freq = torch.bincount(y, minlength=k).float().clamp_min(1.0)
+        weight = (freq.sum() / (k * freq)).to(device)
+        model, heads = SpectrumTransformer(arch).to(device), SupervisedHeads(arch.width, k).to(device)
+        params = list(model.parameters()) + list(heads.parameters())
+        opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        n = len(y)
+        steps = max(s.epochs * -(-n // s.batch_size), 1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=steps, pct_start=0.1)
+        gen, history, by_time = torch.Generator().manual_seed(s.seed), [], False
+        for epoch in range(1, s.epochs + 1):
+            model.train()
+            heads.train()
+            perm, tot = torch.randperm(n, generator=gen), 0.0
+            for i in range(0, n, s.batch_size):
+                idx = perm[i:i + s.batch_size]
+                logits, pz = heads(_embed(model, _batch(tt, idx, device)))
+                loss = torch.nn.functional.cross_entropy(logits, y[idx].to(device), weight=weight) + \
+                    z_weight * torch.nn.functional.huber_loss(pz, lz[idx].to(device), delta=huber_delta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                tot += float(loss.detach()) * len(idx)
+            history.append((epoch, tot / n))
+            if progress:
+                progress(epoch, tot / n)
+            if time.perf_counter() - t0 > s.max_seconds:
+                by_time = True
+                break
+        model.cpu().eval()
+        heads.cpu().eval()
+    finally:
+        torch.set_num_threads(old_threads)
+    return SupervisedResult(model, heads, history, time.perf_counter() - t0, by_time)
+
+
+@torch.no_grad()
+def predict_supervised(result: SupervisedResult, tok: Tokens, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(class code (N,) int, −1 when refused; redshift (N,), NaN when refused) from a supervised result."""
+    n = tok.flux.shape[0]
+    code, z = np.full(n, -1, np.int64), np.full(n, np.nan)
+    ok = np.flatnonzero(tok.ok)
+    t = token_tensors(tok, result.model.cfg)
+    for i in range(0, ok.size, batch_size):
+        idx = torch.from_numpy(ok[i:i + batch_size])
+        logits, lz = result.heads(_embed(result.model, _batch(t, idx, "cpu")))
+        code[idx.numpy()] = logits.argmax(1).numpy()
+        z[idx.numpy()] = np.expm1(lz.double().numpy())
+    return code, z
