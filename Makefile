@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/physics.py
 	$(PY) bench/cosmic_web.py
 	$(PY) bench/embed.py
+	$(PY) bench/embedding_ceiling.py
 	$(PY) bench/vector_search.py
 	$(PY) bench/api.py
 	$(PY) bench/mock_vs_real.py
