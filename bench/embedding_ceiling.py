@@ -57,6 +57,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lakehouse", default="lakehouse")
     p.add_argument("--arch", default="small", choices=sorted(ARCHS))
+    p.add_argument("--width", type=int, default=0, help="override the architecture's width (0 = as shipped)")
     p.add_argument("--seconds", type=float, default=600.0, help="wall-clock cap on the supervised training (s)")
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -90,7 +91,7 @@ def main() -> None:
         cols[rep] = scores(data.spectype, data.z, data.snr, test, r.probe_class, r.z_pred, np.asarray(x)[test])
         print(f"  probes on {rep}: {time.perf_counter() - t0:.1f} s", flush=True)
 
-    arch = ARCHS[a.arch]
+    arch = dataclasses.replace(ARCHS[a.arch], **({"width": a.width} if a.width else {}))
     threads = a.threads or torch.get_num_threads()
     t0 = time.perf_counter()
     tok = tokenize_desi(aligned_arms(lh, data.ids), arch.patch)
@@ -98,14 +99,15 @@ def main() -> None:
     codes = np.searchsorted(ev.CLASSES, data.spectype)
     settings = TrainSettings(epochs=a.epochs, lr=a.lr, max_seconds=a.seconds, seed=a.seed, device=a.device,
                              num_threads=threads)
-    res = train_supervised(tok.rows(train), codes[train], data.z[train], dataclasses.replace(arch), settings,
+    res = train_supervised(tok.rows(train), codes[train], data.z[train], arch, settings,
                            n_classes=len(ev.CLASSES),
                            progress=lambda e, loss: print(f"  supervised epoch {e}: loss {loss:.4f}", flush=True))
     test_tok = tok.rows(test)
     code, zp = predict_supervised(res, test_tok)
     vec, _ = embed_tokens(res.model, test_tok)
     cls = np.where(code >= 0, np.array(ev.CLASSES)[np.clip(code, 0, None)], "REFUSED")
-    label = f"transformer, supervised ({len(res.history)} epochs, {res.seconds:.0f} s, {threads} threads)"
+    label = (f"transformer width {arch.width}, supervised ({len(res.history)} epochs, {res.seconds:.0f} s, "
+             f"{threads} threads)")
     cols[label] = scores(data.spectype, data.z, data.snr, test, cls, zp, vec)
 
     names = list(cols)
