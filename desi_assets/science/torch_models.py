@@ -1,9 +1,11 @@
-"""What every torch model of the project shares: device choice, parameter count, weight-content version."""
+"""What every torch model shares: device choice, thread count, parameter count, weight-content version."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -34,3 +36,15 @@ def weights_version(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str
         h.update(t.numpy().tobytes())
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:VERSION_CHARS]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with n torch intra-op threads (None or 0: unchanged), then restore the previous count."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

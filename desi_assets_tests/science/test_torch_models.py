@@ -1,6 +1,6 @@
 import torch
 
-from desi_assets.science.torch_models import resolve_device
+from desi_assets.science.torch_models import resolve_device, torch_threads
 
 
 def test_auto_picks_cuda_only_when_available():
@@ -24,3 +24,12 @@ def test_weights_version_depends_on_weights_and_meta_only():
     assert v != weights_version(state, {"a": 2})
     assert v != weights_version({k: t + 1 for k, t in state.items()}, {"a": 1})
     assert count_parameters(net) == 3 * 2 + 2
+
+
+def test_torch_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

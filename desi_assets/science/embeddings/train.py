@@ -13,7 +13,7 @@ import torch
 
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, reconstruction_loss, token_tensors
 from desi_assets.science.embeddings.tokens import Tokens
-from desi_assets.science.torch_models import resolve_device
+from desi_assets.science.torch_models import resolve_device, torch_threads
 
 
 @dataclass
@@ -80,11 +80,8 @@ def train_embedder(train: Tokens, val: Tokens, arch: ArchConfig, settings: Train
     """Train on the masked-reconstruction loss (normalised χ² per pixel); keep the epoch with the lowest val loss."""
     s = settings or TrainSettings()
     device = s.resolved_device()
-    old_threads = torch.get_num_threads()
-    if s.num_threads:
-        torch.set_num_threads(int(s.num_threads))
     t0 = time.perf_counter()
-    try:
+    with torch_threads(s.num_threads):
         torch.manual_seed(s.seed)
         model = SpectrumTransformer(arch).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -126,8 +123,6 @@ def train_embedder(train: Tokens, val: Tokens, arch: ArchConfig, settings: Train
         if best_state is not None:
             model.load_state_dict(best_state)
         model.cpu().eval()
-    finally:
-        torch.set_num_threads(old_threads)
     return TrainResult(model, history, best_epoch, time.perf_counter() - t0, by_time)
 
 
@@ -226,11 +221,8 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
     z_weight × Huber on log(1 + z)), every valid patch visible. labels: class codes (N,) int; z: redshift (N,)."""
     s = settings or TrainSettings()
     device = s.resolved_device()
-    old_threads = torch.get_num_threads()
-    if s.num_threads:
-        torch.set_num_threads(int(s.num_threads))
     t0 = time.perf_counter()
-    try:
+    with torch_threads(s.num_threads):
         torch.manual_seed(s.seed)
         ok = tok.ok
         tt = token_tensors(_only_ok(tok), arch)
@@ -269,8 +261,6 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
                 break
         model.cpu().eval()
         heads.cpu().eval()
-    finally:
-        torch.set_num_threads(old_threads)
     return SupervisedResult(model, heads, history, time.perf_counter() - t0, by_time)
 
 
