@@ -20,7 +20,7 @@ import torch
 from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ARCHS
 from desi_assets.science.embeddings.tokens import tokenize_desi
-from desi_assets.science.embeddings.train import TrainSettings, embed_tokens, predict_supervised, train_supervised
+from desi_assets.science.embeddings.train import TrainSettings, predict_supervised, train_supervised
 from desi_assets.storage import vectors as vs
 from desi_assets.storage.lakehouse import LakehouseResource
 
@@ -102,9 +102,7 @@ def main() -> None:
     res = train_supervised(tok.rows(train), codes[train], data.z[train], arch, settings,
                            n_classes=len(ev.CLASSES),
                            progress=lambda e, loss: print(f"  supervised epoch {e}: loss {loss:.4f}", flush=True))
-    test_tok = tok.rows(test)
-    code, zp = predict_supervised(res, test_tok)
-    vec, _ = embed_tokens(res.model, test_tok)
+    code, zp, vec = predict_supervised(res, tok.rows(test))
     cls = np.where(code >= 0, np.array(ev.CLASSES)[np.clip(code, 0, None)], "REFUSED")
     label = (f"transformer width {arch.width}, supervised ({len(res.history)} epochs, {res.seconds:.0f} s, "
              f"{threads} threads)")

@@ -184,8 +184,9 @@ def test_supervised_ceiling_learns_class_and_redshift():
     arch = ArchConfig(patch=64, width=32, heads=4, encoder_layers=1, decoder_layers=1)
     res = train_supervised(tok, label, z, arch, TrainSettings(epochs=60, batch_size=16, lr=3e-3, num_threads=1))
     assert res.history[-1][1] < 0.5 * res.history[0][1]
-    code, zp = predict_supervised(res, tok)
+    code, zp, vec = predict_supervised(res, tok)
     assert code[-1] == -1 and np.isnan(zp[-1])
+    assert vec.shape == (n, 32) and not vec[-1].any() and np.isfinite(vec).all()
     assert np.mean(code[:-1] == label[:-1]) >= 0.95
     has_line = label[:-1] == 1
     assert np.median(np.abs(zp[:-1][has_line] - z[:-1][has_line])) < 0.02  # guessing the mean: about 0.04

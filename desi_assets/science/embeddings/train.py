@@ -265,15 +265,20 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
 
 
 @torch.no_grad()
-def predict_supervised(result: SupervisedResult, tok: Tokens, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(class code (N,) int, −1 when refused; redshift (N,), NaN when refused) from a supervised result."""
+def predict_supervised(result: SupervisedResult, tok: Tokens, batch_size: int = 256
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class code (N,) int, −1 when refused; redshift (N,), NaN when refused; embedding (N, width), 0 when refused)
+    from a supervised result, in one encoder pass."""
     n = tok.flux.shape[0]
     code, z = np.full(n, -1, np.int64), np.full(n, np.nan)
+    vec = np.zeros((n, result.model.cfg.width), np.float32)
     ok = np.flatnonzero(tok.ok)
     t = token_tensors(tok, result.model.cfg)
     for i in range(0, ok.size, batch_size):
         idx = torch.from_numpy(ok[i:i + batch_size])
-        logits, lz = result.heads(_embed(result.model, _batch(t, idx, "cpu")))
+        emb = _embed(result.model, _batch(t, idx, "cpu"))
+        logits, lz = result.heads(emb)
         code[idx.numpy()] = logits.argmax(1).numpy()
         z[idx.numpy()] = np.expm1(lz.double().numpy())
-    return code, z
+        vec[idx.numpy()] = emb.float().numpy()
+    return code, z, vec
