@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.train import embed_arms
 from desi_assets.storage import vectors as vs
 from desi_assets.storage.lakehouse import LakehouseResource
@@ -70,7 +71,6 @@ def through_dagster(root: str, keys: list[str]) -> None:
 
 def real_spectra(lh: LakehouseResource) -> None:
     """Embed every real coadd; refusals with reasons; χ² against the mock; probe class and z against redrock."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.preprocessing import StandardScaler
 
@@ -85,7 +85,7 @@ def real_spectra(lh: LakehouseResource) -> None:
     mock = vs.read_vectors(uri, name, ["vector", "spectype", "z", "recon_chi2"])
     x = np.stack(mock["vector"].to_numpy())
     sc = StandardScaler().fit(x)
-    probe = LogisticRegression(max_iter=1000).fit(sc.transform(x), mock["spectype"].to_numpy())
+    probe = ev.linear_probe(sc.transform(x), mock["spectype"].to_numpy(), ev.ProbeSettings())
     zreg = KNeighborsRegressor(10).fit(sc.transform(x), mock["z"].to_numpy())
     print(f"mock reconstruction χ² per pixel: median {np.median(mock['recon_chi2'].to_numpy()):.2f}")
     for path in sorted(REAL.rglob("coadd-*.fits")):

@@ -85,7 +85,7 @@ def test_spectral_embeddings_rows_and_idempotent_rematerialize(lake, instance):
     before = rows.filter(rows["coadd_key"] != key).sort("targetid")
     ctx = dg.build_asset_context(partition_key=key, resources={"lakehouse": lh}, instance=instance)
     out = spectral_embeddings(ctx, vs_config())
-    assert out.metadata["rows"] == lh.read("preprocessed_spectra", keys=[key], columns=["targetid"]).height
+    assert out.metadata["batch_rows"] == lh.read("preprocessed_spectra", keys=[key], columns=["targetid"]).height
     again = vs.read_vectors(uri, name, ["coadd_key", "targetid", "vector", "spectype", "model_version"])
     assert again.height == rows.height
     assert again.filter(again["coadd_key"] != key).sort("targetid").equals(before)  # other partitions untouched

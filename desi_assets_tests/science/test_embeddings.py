@@ -7,9 +7,9 @@ import torch
 from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, load_model, reconstruction_loss, \
     save_model
-from desi_assets.science.embeddings.tokens import REFUSALS, tokenize, wavelength_features
+from desi_assets.science.embeddings.tokens import REFUSALS, grid_shifts, tokenize, tokenize_desi, wavelength_features
 from desi_assets.science.embeddings.train import TrainSettings, embed_arms, embed_tokens, predict_supervised, \
-    random_patch_mask, train_supervised
+    random_patch_mask, train_embedder, train_supervised
 from desi_assets.science.wavelength import ARMS
 
 ARCH = ArchConfig(patch=8, width=32, heads=4, encoder_layers=1, decoder_layers=1)
@@ -114,8 +114,11 @@ def test_grid_independence(model):
     a1, = embed_tokens(model, tokenize([g1], [spectrum(g1)[None]], [ivar(g1)], [None], ARCH.patch))[:1]
     a2, = embed_tokens(model, tokenize([g2], [spectrum(g2)[None]], [ivar(g2)], [None], ARCH.patch))[:1]
     b, = embed_tokens(model, tokenize([g1], [spectrum(g1, z=0.9, amp=3)[None]], [ivar(g1)], [None], ARCH.patch))[:1]
-    same, diff = np.linalg.norm(a1 - a2), np.linalg.norm(a1 - b)
-    assert same < 0.35 * diff, (same, diff)  # random-init encoder: 0.29 measured; a grid-tied one ~1
+    d = ARCH.width  # mean_std vector: the mean of the token states, then their standard deviation
+    same, diff = np.linalg.norm(a1[:, :d] - a2[:, :d]), np.linalg.norm(a1[:, :d] - b[:, :d])
+    assert same < 0.35 * diff, (same, diff)  # the mean, random-init encoder: 0.29 measured; a grid-tied one ~1
+    same, diff = np.linalg.norm(a1[:, d:] - a2[:, d:]), np.linalg.norm(a1[:, d:] - b[:, d:])
+    assert same < 0.5 * diff, (same, diff)  # the std (fewer tokens carry it, so patch phase shows more): 0.45
 
 
 def test_bad_inputs_refused_or_finite(model):
@@ -144,7 +147,7 @@ def test_bad_inputs_refused_or_finite(model):
     empty = {a: (np.zeros((0, arm.npix), np.float32),) * 2 + (np.zeros((0, arm.npix), np.int32),)
              for a, arm in ARMS.items()}
     v0, c0, r0 = embed_arms(model, empty)  # an empty partition
-    assert v0.shape == (0, ARCH.width) and r0.size == 0
+    assert v0.shape == (0, ARCH.embedding_dim) and r0.size == 0
 
 
 def test_cls_pooling_and_save_load(tmp_path):
@@ -186,7 +189,36 @@ def test_supervised_ceiling_learns_class_and_redshift():
     assert res.history[-1][1] < 0.5 * res.history[0][1]
     code, zp, vec = predict_supervised(res, tok)
     assert code[-1] == -1 and np.isnan(zp[-1])
-    assert vec.shape == (n, 32) and not vec[-1].any() and np.isfinite(vec).all()
+    assert vec.shape == (n, arch.embedding_dim) and not vec[-1].any() and np.isfinite(vec).all()
     assert np.mean(code[:-1] == label[:-1]) >= 0.95
     has_line = label[:-1] == 1
     assert np.median(np.abs(zp[:-1][has_line] - z[:-1][has_line])) < 0.02  # guessing the mean: about 0.04
+
+
+def test_mean_std_pooling_hand_computed():
+    m = SpectrumTransformer(ArchConfig(**{**ARCH.__dict__, "pooling": "mean_std"}))
+    h = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [100.0, -100.0]]])
+    pad = torch.tensor([[False, False, True]])  # the third token is padding: in neither moment
+    v = m.pool(h, pad)
+    assert m.cfg.embedding_dim == 2 * ARCH.width
+    np.testing.assert_allclose(v.numpy(), [[2.0, 4.0, 1.0, 2.0]], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        ArchConfig(pooling="max")
+
+
+def test_shifted_patch_grid_and_training_on_views():
+    """tokenize_desi(shift=s) drops each arm's first s pixels; train_embedder cycles through several views."""
+    assert grid_shifts(64, 4) == [0, 16, 32, 48] and grid_shifts(8, 1) == [0]
+    with pytest.raises(ValueError):
+        grid_shifts(8, 0)
+    rng = np.random.default_rng(3)
+    arms = {a: ((1 + 0.1 * rng.standard_normal((6, arm.npix))).astype(np.float32),
+                np.full((6, arm.npix), 100.0, np.float32), np.zeros((6, arm.npix), np.int32)) for a, arm in ARMS.items()}
+    t0, t4 = tokenize_desi(arms, ARCH.patch), tokenize_desi(arms, ARCH.patch, 4)
+    b = ARMS["b"].wavelength()
+    assert t0.wave[0, 0] == pytest.approx(b[0]) and t4.wave[0, 0] == pytest.approx(b[4])
+    assert t4.inside.sum() == t0.inside.sum() - 4 * len(ARMS)
+    with pytest.raises(ValueError, match="shift"):
+        tokenize_desi(arms, ARCH.patch, ARCH.patch)
+    res = train_embedder([t0, t4], t0, ARCH, TrainSettings(epochs=2, batch_size=3, num_threads=1))
+    assert len(res.history) == 2 and all(np.isfinite(h[1]) and np.isfinite(h[2]) for h in res.history)

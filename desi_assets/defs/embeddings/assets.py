@@ -15,7 +15,7 @@ from desi_assets.defs.partitions import COADD_BACKFILL_POLICY, coadds_partitions
 from desi_assets.plots_embeddings import plot_embedding_loss, plot_embedding_map, plot_evaluation_bars
 from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ARCHS, ArchConfig, save_model
-from desi_assets.science.embeddings.tokens import REFUSALS, tokenize_desi
+from desi_assets.science.embeddings.tokens import REFUSALS, grid_shifts, tokenize_desi
 from desi_assets.science.embeddings.train import TrainSettings, embed_arms, train_embedder
 from desi_assets.science.torch_models import count_parameters
 from desi_assets.storage import vectors as vs
@@ -30,7 +30,10 @@ def _settings(config: EmbeddingConfig) -> tuple[ArchConfig, TrainSettings]:
         raise dg.Failure(f"unknown arch {config.arch!r}; known: {sorted(ARCHS)}")
     cores = os.cpu_count() or 1
     threads = config.num_threads or min(4, cores)
-    arch = dataclasses.replace(ARCHS[config.arch], pooling=config.pooling)
+    try:
+        arch = dataclasses.replace(ARCHS[config.arch], pooling=config.pooling)
+    except ValueError as err:
+        raise dg.Failure(str(err)) from err
     return arch, TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                mask_ratio=config.mask_ratio, patience=config.patience,
                                max_seconds=config.max_train_seconds or float("inf"), seed=config.seed,
@@ -49,11 +52,17 @@ def embedding_model(context: dg.AssetExecutionContext, config: EmbeddingConfig,
     arch, settings = _settings(config)
     _, tr_arms = vs.read_native_spectra(lakehouse, None, train_ids)
     _, va_arms = vs.read_native_spectra(lakehouse, None, val_ids)
-    result = train_embedder(tokenize_desi(tr_arms, arch.patch), tokenize_desi(va_arms, arch.patch), arch, settings,
+    try:
+        shifts = grid_shifts(arch.patch, config.train_grid_shifts)
+    except ValueError as err:
+        raise dg.Failure(str(err)) from err
+    views = [tokenize_desi(tr_arms, arch.patch, s) for s in shifts]
+    result = train_embedder(views, tokenize_desi(va_arms, arch.patch), arch, settings,
                             lambda e, t, v: context.log.info(f"epoch {e}: train {t:.4f}, val {v:.4f}"))
     meta = {"training_set_version": ts_version, "best_epoch": result.best_epoch, "train_rows": train_ids.height,
             "val_loss": min(h[2] for h in result.history), "seconds": round(result.seconds, 1),
-            "device": str(settings.resolved_device()), "stopped_by_time": result.stopped_by_time}
+            "device": str(settings.resolved_device()), "stopped_by_time": result.stopped_by_time,
+            "train_grid_shifts_px": shifts}
     models = lakehouse.artifact_dir("models")
     version = save_model(result.model, models / "embedding_model-new.pt", meta)
     path = models / f"embedding_model-{version}.pt"
@@ -88,7 +97,7 @@ def spectral_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConf
                             dict(lakehouse.storage_options) or None)
     codes, counts = np.unique(refused[~ok], return_counts=True)
     return dg.MaterializeResult(metadata={
-        "rows": n, "refused": int((~ok).sum()), "refused_reasons": {REFUSALS[int(c)]: int(k) for c, k in
+        "batch_rows": n, "batch_partitions": len(keys), "refused": int((~ok).sum()), "refused_reasons": {REFUSALS[int(c)]: int(k) for c, k in
                                                                      zip(codes, counts)},
         "model_version": version, "table": vs.table_name(version), "seconds": round(time.perf_counter() - t0, 2),
         "spectra_per_s": round(len(refused) / max(time.perf_counter() - t0, 1e-9), 1),
@@ -116,7 +125,8 @@ def embedding_evaluation(context: dg.AssetExecutionContext, config: EmbeddingCon
     """Linear-probe class, MLP redshift, 10-NN purity per representation; 2-D PCA map of the vectors."""
     uri, name, _ = vs.current_table(lakehouse)
     data = vs.evaluation_inputs(lakehouse, uri, name, config.eval_max_rows, config.seed)
-    scores, purity, xy = ev.evaluate_representations(data, config.eval_folds, config.eval_pca_dims, config.seed)
+    probe = ev.ProbeSettings(tuple(config.eval_probe_cs), config.eval_probe_balanced)
+    scores, purity, xy = ev.evaluate_representations(data, config.eval_folds, config.eval_pca_dims, config.seed, probe)
     plots = lakehouse.artifact_dir("plots") / "embeddings"
     pmap = plot_embedding_map(xy, data.spectype, data.z, plots / f"map-{name}.png")
     bars = plot_evaluation_bars({k: v["all"] for k, v in scores.items()},
@@ -125,5 +135,6 @@ def embedding_evaluation(context: dg.AssetExecutionContext, config: EmbeddingCon
     table = ev.markdown_table(scores, purity)
     return dg.MaterializeResult(metadata={
         "rows": len(data.z), "unseen_rows": int(data.unseen.sum()), "table": name,
+        "probe": f"logistic regression, C {list(probe.cs)}, class weights {'balanced' if probe.balanced else 'none'}",
         "summary": dg.MetadataValue.md(table), "scores": dg.MetadataValue.json(scores),
         "purity": dg.MetadataValue.json(purity)} | plot_metadata(pmap, "map") | plot_metadata(bars, "scores_plot"))

@@ -14,12 +14,16 @@ class EmbeddingConfig(dg.Config):
     """
 
     arch: str = Field(default="small", description="'small' (CPU demo) or 'paper' (GPU)")
-    pooling: str = Field(default="mean", description="embedding: 'mean' over valid tokens or 'cls' token")
+    pooling: str = Field(default="mean_std", description="embedding: 'mean_std' (mean and standard deviation of "
+                                                         "the valid tokens' states, 2 x width floats), 'mean' or "
+                                                         "'cls' (a [CLS] token's state)")
     max_train_spectra: int = Field(default=3000, description="training spectra drawn (balanced) from the "
                                                              "training_set's train split; 0 = all")
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
+    train_grid_shifts: int = Field(default=1, description="patch-grid shifts the training spectra are seen at, "
+                                                          "one per epoch in turn (1 = the native grid only)")
     mask_ratio: float = Field(default=0.5, description="share of valid patches hidden from the encoder")
     patience: int = 4
     max_train_seconds: float = Field(default=180.0, description="wall-clock cap on training (s); 0 = none")
@@ -33,3 +37,7 @@ class EmbeddingConfig(dg.Config):
     eval_folds: int = 5
     eval_pca_dims: int = 32
     eval_max_rows: int = Field(default=0, description="evaluate at most this many spectra (0 = all)")
+    eval_probe_cs: list[float] = Field(default=[0.1], description="linear-probe inverse L2 strength C; several "
+                                                                  "values: a 3-fold inner CV picks one per fold")
+    eval_probe_balanced: bool = Field(default=True, description="weight the probe's classes by inverse frequency "
+                                                                "(it then optimises balanced accuracy)")

@@ -123,10 +123,23 @@ def pooled_wavelength_features(wave: np.ndarray, inside: np.ndarray, n_freq: int
     return ((feats * w).sum(axis=-2) / np.maximum(w.sum(axis=-2), 1.0)).astype(np.float32)
 
 
-def tokenize_desi(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], patch: int) -> Tokens:
-    """Tokens of DESI spectra from per-arm (flux, ivar, mask) arrays (N, npix) on the native b/r/z grids."""
+def tokenize_desi(arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], patch: int, shift: int = 0) -> Tokens:
+    """Tokens of DESI spectra from per-arm (flux, ivar, mask) arrays (N, npix) on the native b/r/z grids.
+
+    shift: leave out each arm's first `shift` pixels, so the patch boundaries fall `shift` pixels later in λ
+    (a shifted patch grid: training augmentation and the grid-shift test).
+    """
     from desi_assets.science.wavelength import ARMS
 
+    if not 0 <= shift < patch:
+        raise ValueError(f"shift must be in [0, patch={patch}), got {shift}")
     names = [a for a in ARMS if a in arms]
-    return tokenize([ARMS[a].wavelength() for a in names], [arms[a][0] for a in names],
-                    [arms[a][1] for a in names], [arms[a][2] for a in names], patch)
+    return tokenize([ARMS[a].wavelength()[shift:] for a in names], [arms[a][0][:, shift:] for a in names],
+                    [arms[a][1][:, shift:] for a in names], [arms[a][2][:, shift:] for a in names], patch)
+
+
+def grid_shifts(patch: int, n: int) -> list[int]:
+    """n patch-grid shifts (pixels) spread evenly over one patch: 0, patch/n, 2 patch/n, ..."""
+    if not 1 <= n <= patch:
+        raise ValueError(f"need 1 <= n <= patch={patch} grid shifts, got {n}")
+    return [i * patch // n for i in range(n)]

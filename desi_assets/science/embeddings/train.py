@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,25 +75,32 @@ def _only_ok(tok: Tokens) -> Tokens:
     return tok.rows(tok.ok)
 
 
-def train_embedder(train: Tokens, val: Tokens, arch: ArchConfig, settings: TrainSettings | None = None,
+def train_embedder(train: Tokens | Sequence[Tokens], val: Tokens, arch: ArchConfig,
+                   settings: TrainSettings | None = None,
                    progress: Callable[[int, float, float], None] | None = None) -> TrainResult:
-    """Train on the masked-reconstruction loss (normalised χ² per pixel); keep the epoch with the lowest val loss."""
+    """Train on the masked-reconstruction loss (normalised χ² per pixel); keep the epoch with the lowest val loss.
+
+    train: the training spectra's Tokens, or several views of them (e.g. on shifted patch grids), used in turn,
+    one per epoch; val: on the native grid.
+    """
     s = settings or TrainSettings()
     device = s.resolved_device()
     t0 = time.perf_counter()
+    views = [train] if isinstance(train, Tokens) else list(train)
     with torch_threads(s.num_threads):
         torch.manual_seed(s.seed)
         model = SpectrumTransformer(arch).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-        tt, tv = token_tensors(_only_ok(train), arch), token_tensors(_only_ok(val), arch)
+        tts, tv = [token_tensors(_only_ok(v), arch) for v in views], token_tensors(_only_ok(val), arch)
         gen = torch.Generator().manual_seed(s.seed)
         val_hidden = random_patch_mask(tv["valid"], s.mask_ratio, torch.Generator().manual_seed(s.seed + 1))
-        n = tt["flux"].shape[0]
-        steps = s.epochs * -(-n // s.batch_size)
+        steps = sum(-(-tts[(e - 1) % len(tts)]["flux"].shape[0] // s.batch_size) for e in range(1, s.epochs + 1))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(steps, 1), pct_start=0.1)
         history, best, best_epoch, best_state, stale, by_time = [], np.inf, 0, None, 0, False
         for epoch in range(1, s.epochs + 1):
             model.train()
+            tt = tts[(epoch - 1) % len(tts)]
+            n = tt["flux"].shape[0]
             perm = torch.randperm(n, generator=gen)
             tot, cnt = 0.0, 0
             for i in range(0, n, s.batch_size):
@@ -144,13 +151,13 @@ def _eval_loss(model, t, hidden, batch_size, device) -> float:
 
 @torch.no_grad()
 def embed_tokens(model: SpectrumTransformer, tok: Tokens, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N, width) float32, reduced χ² of the full reconstruction (N,)); refused rows get zeros and NaN.
+    """(embeddings (N, embedding_dim) float32, reduced χ² of the full reconstruction (N,)); refused rows get zeros and NaN.
 
     Only rows with ``tok.ok`` carry an embedding: callers store those and report ``tok.reasons()`` for the rest.
     """
     model.eval()
     device = next(model.parameters()).device
-    n, d = tok.flux.shape[0], model.cfg.width
+    n, d = tok.flux.shape[0], model.cfg.embedding_dim
     vec = np.zeros((n, d), np.float32)
     chi2 = np.full(n, np.nan)
     ok = np.flatnonzero(tok.ok)
@@ -168,12 +175,12 @@ def embed_tokens(model: SpectrumTransformer, tok: Tokens, batch_size: int = 256)
 
 def embed_arms(model: SpectrumTransformer, arms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                block: int = 512, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings (N, width), reconstruction χ² (N,), refusal codes (N,)) of DESI per-arm (flux, ivar, mask) rows."""
+    """(embeddings (N, embedding_dim), reconstruction χ² (N,), refusal codes (N,)) of DESI per-arm (flux, ivar, mask) rows."""
     from desi_assets.science.embeddings.tokens import tokenize_desi
 
     n = next(iter(arms.values()))[0].shape[0]
     if n == 0:
-        return np.zeros((0, model.cfg.width), np.float32), np.zeros(0), np.zeros(0, np.int8)
+        return np.zeros((0, model.cfg.embedding_dim), np.float32), np.zeros(0), np.zeros(0, np.int8)
 
     def one(rows: slice):
         tok = tokenize_desi({a: tuple(x[rows] for x in v) for a, v in arms.items()}, model.cfg.patch)
@@ -187,10 +194,10 @@ def embed_arms(model: SpectrumTransformer, arms: dict[str, tuple[np.ndarray, np.
 class SupervisedHeads(torch.nn.Module):
     """Heads on the pooled embedding: linear class logits and a small MLP for log(1 + z)."""
 
-    def __init__(self, width: int, n_classes: int, hidden: int = 128) -> None:
+    def __init__(self, dim: int, n_classes: int, hidden: int = 128) -> None:
         super().__init__()
-        self.cls = torch.nn.Linear(width, n_classes)
-        self.z = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+        self.cls = torch.nn.Linear(dim, n_classes)
+        self.z = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
 
     def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class logits (N, C), log(1 + z) (N,))."""
@@ -231,7 +238,7 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
         k = int(n_classes or int(y.max()) + 1)
         freq = torch.bincount(y, minlength=k).float().clamp_min(1.0)
         weight = (freq.sum() / (k * freq)).to(device)
-        model, heads = SpectrumTransformer(arch).to(device), SupervisedHeads(arch.width, k).to(device)
+        model, heads = SpectrumTransformer(arch).to(device), SupervisedHeads(arch.embedding_dim, k).to(device)
         params = list(model.parameters()) + list(heads.parameters())
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         n = len(y)
@@ -267,11 +274,11 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
 @torch.no_grad()
 def predict_supervised(result: SupervisedResult, tok: Tokens, batch_size: int = 256
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(class code (N,) int, −1 when refused; redshift (N,), NaN when refused; embedding (N, width), 0 when refused)
+    """(class code (N,) int, −1 when refused; redshift (N,), NaN when refused; embedding (N, embedding_dim), 0 when refused)
     from a supervised result, in one encoder pass."""
     n = tok.flux.shape[0]
     code, z = np.full(n, -1, np.int64), np.full(n, np.nan)
-    vec = np.zeros((n, result.model.cfg.width), np.float32)
+    vec = np.zeros((n, result.model.cfg.embedding_dim), np.float32)
     ok = np.flatnonzero(tok.ok)
     t = token_tensors(tok, result.model.cfg)
     for i in range(0, ok.size, batch_size):
