@@ -97,8 +97,8 @@ def spectral_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConf
                             dict(lakehouse.storage_options) or None)
     codes, counts = np.unique(refused[~ok], return_counts=True)
     return dg.MaterializeResult(metadata={
-        "batch_rows": n, "batch_partitions": len(keys), "refused": int((~ok).sum()), "refused_reasons": {REFUSALS[int(c)]: int(k) for c, k in
-                                                                     zip(codes, counts)},
+        "batch_rows": n, "batch_partitions": len(keys), "refused": int((~ok).sum()),
+        "refused_reasons": {REFUSALS[int(c)]: int(k) for c, k in zip(codes, counts)},
         "model_version": version, "table": vs.table_name(version), "seconds": round(time.perf_counter() - t0, 2),
         "spectra_per_s": round(len(refused) / max(time.perf_counter() - t0, 1e-9), 1),
         "median_recon_chi2": float(np.median(chi2[ok])) if ok.any() else None})

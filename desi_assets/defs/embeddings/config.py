@@ -3,6 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
+from desi_assets.science.embeddings.evaluate import ProbeSettings
+
 
 class EmbeddingConfig(dg.Config):
     """SpectrumTransformer training, embedding, index choice and evaluation.
@@ -37,7 +39,7 @@ class EmbeddingConfig(dg.Config):
     eval_folds: int = 5
     eval_pca_dims: int = 32
     eval_max_rows: int = Field(default=0, description="evaluate at most this many spectra (0 = all)")
-    eval_probe_cs: list[float] = Field(default=[0.1], description="linear-probe inverse L2 strength C; several "
+    eval_probe_cs: list[float] = Field(default=list(ProbeSettings().cs), description="linear-probe inverse L2 strength C; several "
                                                                   "values: a 3-fold inner CV picks one per fold")
-    eval_probe_balanced: bool = Field(default=True, description="weight the probe's classes by inverse frequency "
+    eval_probe_balanced: bool = Field(default=ProbeSettings().balanced, description="weight the probe's classes by inverse frequency "
                                                                 "(it then optimises balanced accuracy)")
