@@ -56,7 +56,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
     cfg = MockSurveyConfig(n_pixels=args.pixels, seed=args.seed, spectra_scale=args.scale,
                            release_every=args.release_every)
     t0 = time.perf_counter()
-    paths = write_mock_survey(Path(args.out), cfg, progress=_say)
+    paths = write_mock_survey(Path(args.out), cfg, progress=_say, workers=args.workers)
     size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     _say(f"wrote {len(paths)} coadd files under {args.out} ({size / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -145,6 +145,7 @@ def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, 
     _say(f"archive: {arch.describe()}")
     entries = arch.list_entries()
     keys = [e.key for e in entries]
+    sizes = {e.key: float(e.size) for e in entries if e.size}  # file bytes: balance the concurrent runs' work
     rejected = arch.list_rejected()
     _say(f"found {len(keys)} coadd files" + (f"; {len(rejected)} files rejected (recorded in ingest_errors)"
                                              if rejected else ""))
@@ -181,7 +182,8 @@ def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, 
                 _say(f"{job_name}:")
                 if partitioned:
                     results.append(runner.run_partitioned(defs, job_name, keys, instance, batch, progress=_say,
-                                                          workers=workers, defs_args=(lakehouse, archive)))
+                                                          workers=workers, defs_args=(lakehouse, archive),
+                                                          weights=sizes))
                 else:
                     results.append(runner.run_unpartitioned(defs, job_name, instance, progress=_say))
         except runner.Interrupted as exc:
@@ -208,7 +210,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = Path(args.lakehouse) / "archive"
     if not any(root.rglob("coadd-*.fits")):
         _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")
-        write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say)
+        write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say,
+                          workers=args.workers)
     return _run_pipeline(args.lakehouse, str(root), args.batch, workers=args.workers)
 
 
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=42)
     m.add_argument("--scale", type=float, default=1.0, help="multiplies spectra per pixel")
     m.add_argument("--release-every", type=float, default=None, help="seconds between pixels")
+    m.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="pixels simulated at once (processes)")
     m.set_defaults(fn=cmd_mock)
 
     i = sub.add_parser("ingest", help="ingest + preprocess every coadd of an archive")

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -417,11 +417,43 @@ def _worker_chunk(defs_args: tuple, job_name: str, chunk: list[str], tags: dict[
                               {**tags, WORKER_TAG: str(os.getpid())})
 
 
+def contiguous_chunks(keys: Sequence[str], pos: Mapping[str, int], batch: int, workers: int = 1,
+                      weights: Mapping[str, float] | None = None) -> list[list[str]]:
+    """Keys (in partition order) cut into runs: each a contiguous range of at most `batch` keys.
+
+    With workers > 1 there are at least `workers` runs, and with weights their cuts balance the summed weight
+    (greedy: a run closes when adding the next key would take it further from the even share than stopping).
+    """
+    n_runs = max(-(-len(keys) // max(batch, 1)), min(workers, len(keys))) if workers > 1 else 1
+    w = [max(float(weights.get(k, 0.0)), 0.0) for k in keys] if weights else [1.0] * len(keys)
+    size = batch if workers <= 1 else min(batch, -(-len(keys) // n_runs))
+    share = sum(w) / n_runs if weights and sum(w) > 0 else None
+    chunks: list[list[str]] = []
+    acc = 0.0
+    for i, k in enumerate(keys):
+        joins = bool(chunks) and pos[k] == pos[chunks[-1][-1]] + 1 and len(chunks[-1]) < (
+            batch if share is not None else size)
+        if joins and share is not None:
+            left = len(keys) - i  # keep at least one key for each run still to open
+            joins = abs(acc + w[i] - share) <= abs(acc - share) and left > n_runs - len(chunks)
+        if joins:
+            chunks[-1].append(k)
+            acc += w[i]
+        else:
+            chunks.append([k])
+            acc = w[i]
+    return chunks
+
+
 def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], instance: dg.DagsterInstance,
                     batch: int = 25, progress: Callable[[str], None] | None = None, workers: int = 1,
                     defs_args: tuple | None = None,
-                    defs_factory: str = "desi_assets.definitions:build_defs") -> StageResult:
+                    defs_factory: str = "desi_assets.definitions:build_defs",
+                    weights: Mapping[str, float] | None = None) -> StageResult:
     """Execute a partitioned job over keys in contiguous batches (one run per batch, partition ranges).
+
+    weights (e.g. file bytes per key) balance the batches' work across workers; without them, batches are even
+    in partition count.
 
     With workers > 1 (and defs_args, the arguments of defs_factory, e.g. (lakehouse root, archive)), batches
     run concurrently in worker processes, like a run queue with that many concurrent runs. The workers
@@ -437,14 +469,8 @@ def run_partitioned(defs: dg.Definitions, job_name: str, keys: Sequence[str], in
     keys = sorted(dict.fromkeys(keys), key=lambda k: pos[k])
     res = StageResult(job_name)
     t0 = time.perf_counter()
-    chunks: list[list[str]] = []
     parallel = workers > 1 and defs_args is not None and len(keys) > 1
-    size = min(batch, -(-len(keys) // workers)) if parallel else batch
-    for k in keys:  # a range must be contiguous in partition order
-        if chunks and len(chunks[-1]) < size and pos[k] == pos[chunks[-1][-1]] + 1:
-            chunks[-1].append(k)
-        else:
-            chunks.append([k])
+    chunks = contiguous_chunks(keys, pos, batch, workers if parallel else 1, weights)
 
     def _done(out: ChunkOutcome) -> None:
         res.add(out)

@@ -172,3 +172,21 @@ def test_check_results_reach_the_report(inst):
         for x in table)
     assert any(x.split()[:4] == ["balance", "summary", "passed", "ERROR"] for x in table)
     assert out[-1] == "failed checks (1): recovery on summary (WARN)"
+
+
+def test_contiguous_chunks_balance_weights_and_keep_ranges_contiguous():
+    """Two workers: the cut balances file bytes, not key counts; a gap in partition order always cuts; batch caps."""
+    from desi_assets.runner import contiguous_chunks
+
+    keys = [f"main-dark-{i}" for i in range(12)]
+    pos = {k: i for i, k in enumerate(keys)}
+    sizes = dict(zip(keys, [1, 1, 10, 1, 10, 1, 1, 1, 6, 5, 3, 2], strict=True))
+    assert contiguous_chunks(keys, pos, 25, 2) == [keys[:6], keys[6:]]  # no weights: even counts
+    even = contiguous_chunks(keys, pos, 25, 2, sizes)
+    assert [sum(sizes[k] for k in c) for c in even] == [23, 19]  # counts split 6 + 6 would be 24 + 18
+    assert sum(even, []) == keys
+    assert contiguous_chunks(keys, pos, 25, 1, sizes) == [keys]  # one worker: one run per batch
+    assert [len(c) for c in contiguous_chunks(keys, pos, 5, 1)] == [5, 5, 2]
+    gap = keys[:3] + keys[5:]
+    assert all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in contiguous_chunks(gap, pos, 25, 2, sizes))
+    assert len(contiguous_chunks(keys[:2], pos, 25, 2, {keys[0]: 100.0, keys[1]: 1.0})) == 2

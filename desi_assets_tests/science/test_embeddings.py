@@ -6,9 +6,9 @@ import torch
 
 from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, load_model, reconstruction_loss, \
-    save_model
+    save_model, token_tensors
 from desi_assets.science.embeddings.tokens import REFUSALS, grid_shifts, tokenize, tokenize_desi, wavelength_features
-from desi_assets.science.embeddings.train import TrainSettings, embed_arms, embed_tokens, predict_supervised, \
+from desi_assets.science.embeddings.train import BudgetSchedule, TrainSettings, embed_arms, embed_tokens, predict_supervised, \
     random_patch_mask, train_embedder, train_supervised
 from desi_assets.science.wavelength import ARMS
 
@@ -222,3 +222,61 @@ def test_shifted_patch_grid_and_training_on_views():
         tokenize_desi(arms, ARCH.patch, ARCH.patch)
     res = train_embedder([t0, t4], t0, ARCH, TrainSettings(epochs=2, batch_size=3, num_threads=1))
     assert len(res.history) == 2 and all(np.isfinite(h[1]) and np.isfinite(h[2]) for h in res.history)
+
+
+def test_budget_schedule_anneals_by_steps_or_by_time():
+    """Warm-up from lr/25, cosine to lr/1e4; a time budget ends (and fully anneals) the run before its steps do."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    by_steps = BudgetSchedule(opt, 1.0, total_steps=10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1 / 25)
+    assert by_steps.lr_at(0.1) == pytest.approx(1.0) and by_steps.lr_at(0.55) == pytest.approx(0.5 + 0.5e-4)
+    for _ in range(10):
+        assert not by_steps.done
+        by_steps.step()
+    assert by_steps.done and not by_steps.by_time and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+    now = [0.0]
+    by_time = BudgetSchedule(opt, 1.0, total_steps=1000, max_seconds=100.0, clock=lambda: now[0])
+    now[0] = 55.0
+    by_time.step()  # 1 step of 1000, but 55% of the time: the lr follows the clock
+    assert by_time.progress() == pytest.approx(0.55) and opt.param_groups[0]["lr"] == pytest.approx(0.5 + 0.5e-4)
+    by_time.reserve = 10.0  # time kept for the last validation pass: the budget for steps is 90 s
+    now[0] = 90.0
+    by_time.step()
+    assert by_time.done and by_time.by_time and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_cross_validation_in_worker_processes_matches_serial():
+    """jobs = 2 fits the folds in loky workers; the predictions equal the serial ones, fold for fold."""
+    rng = np.random.default_rng(1)
+    lab = np.array(["GALAXY", "QSO", "STAR"])[np.arange(90) % 3]
+    x = rng.normal(0, 1, (90, 4)) + 3.0 * (np.arange(90) % 3)[:, None]
+    z = np.where(lab == "STAR", 0.0, rng.uniform(0.1, 1.0, 90))
+    serial = ev.cross_validate(x, lab, z, folds=3, mlp_iter=50)
+    parallel = ev.cross_validate(x, lab, z, folds=3, mlp_iter=50, jobs=2)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a.test, b.test)
+        np.testing.assert_array_equal(a.probe_class, b.probe_class)
+        np.testing.assert_allclose(a.z_pred, b.z_pred, rtol=1e-5)
+    assert np.mean(np.concatenate([r.probe_class for r in serial]) == lab[np.concatenate([r.test for r in serial])]) > 0.9
+
+
+def test_compacted_encoder_equals_key_padded_encoder(model):
+    """Dropping padded tokens before the encoder (MAE-style) leaves the visible states and the vector unchanged."""
+    from desi_assets.science.embeddings.model import compact_tokens
+
+    x = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    cx, cpad = compact_tokens(x, torch.tensor([[True, False, True, False], [False, False, False, True]]))
+    assert cx[..., 0].tolist() == [[1, 3, 0], [4, 5, 6]] and cpad.tolist() == [[False, False, True], [False] * 3]
+    rng = np.random.default_rng(5)
+    wave = 3600 + 0.8 * np.arange(160)
+    tok = tokenize([wave], [spectrum(wave)[None] + 0.05 * rng.standard_normal((3, 160))], [np.full((3, 160), 100.0)],
+                   [None], ARCH.patch)
+    t = token_tensors(tok, ARCH)
+    visible = t["valid"] & torch.from_numpy(rng.random(t["valid"].shape) < 0.6)
+    visible[:, 0] = True
+    with torch.no_grad():
+        h, pad = model.encode_tokens(t["flux"], t["good"], t["wfeat"], visible)
+        full = model.flux_in(torch.cat([t["flux"], t["good"].float()], -1)) + model.wave_in(t["wfeat"]).expand(3, -1, -1)
+        ref = model.enc_norm(model.encoder(full, src_key_padding_mask=~visible))
+        np.testing.assert_allclose(model.pool(h, pad).numpy(), model.pool(ref, ~visible).numpy(), rtol=1e-4, atol=1e-5)
+    assert h.shape[1] == int(visible.sum(1).max()) < visible.shape[1]

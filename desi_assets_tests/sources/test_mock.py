@@ -148,6 +148,22 @@ def test_files_identical_for_same_seed(tmp_path):
     assert not list(tmp_path.rglob(".*tmp*"))
 
 
+def test_parallel_writing_gives_the_same_files(tmp_path):
+    """Pixels simulated in 2 processes: the same paths, in pixel order, and byte-identical spectra and truth."""
+    cfg = MockSurveyConfig(n_pixels=2, spectra_scale=0.03)
+    serial = write_mock_survey(tmp_path / "a", cfg)
+    msgs: list[str] = []
+    parallel = write_mock_survey(tmp_path / "b", cfg, progress=msgs.append, workers=2)
+    assert [p.relative_to(tmp_path / "b") for p in parallel] == [p.relative_to(tmp_path / "a") for p in serial]
+    assert len(msgs) == 2 and msgs[-1].startswith("mock pixel 2/2")
+    for p1, p2 in zip(serial, parallel, strict=True):
+        with fits.open(p1) as h1, fits.open(p2) as h2:
+            for ext in ("B_FLUX", "R_IVAR", "Z_MASK", "FIBERMAP"):
+                assert h1[ext].data.tobytes() == h2[ext].data.tobytes()
+        t1, t2 = (pl.read_parquet(next(p.parent.glob("truth-*.parquet"))) for p in (p1, p2))
+        assert t1.equals(t2)
+
+
 def test_dn4000_truth_regenerates_from_noiseless_model(mock_survey):
     _, _, truth = mock_survey
     g = truth.filter(pl.col("dn4000").is_not_null()).head(40)

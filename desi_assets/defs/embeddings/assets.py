@@ -126,7 +126,10 @@ def embedding_evaluation(context: dg.AssetExecutionContext, config: EmbeddingCon
     uri, name, _ = vs.current_table(lakehouse)
     data = vs.evaluation_inputs(lakehouse, uri, name, config.eval_max_rows, config.seed)
     probe = ev.ProbeSettings(tuple(config.eval_probe_cs), config.eval_probe_balanced)
-    scores, purity, xy = ev.evaluate_representations(data, config.eval_folds, config.eval_pca_dims, config.seed, probe)
+    t0 = time.perf_counter()
+    jobs = config.eval_jobs or os.cpu_count() or 1
+    scores, purity, xy = ev.evaluate_representations(data, config.eval_folds, config.eval_pca_dims, config.seed, probe,
+                                                     jobs)
     plots = lakehouse.artifact_dir("plots") / "embeddings"
     pmap = plot_embedding_map(xy, data.spectype, data.z, plots / f"map-{name}.png")
     bars = plot_evaluation_bars({k: v["all"] for k, v in scores.items()},
@@ -135,6 +138,7 @@ def embedding_evaluation(context: dg.AssetExecutionContext, config: EmbeddingCon
     table = ev.markdown_table(scores, purity)
     return dg.MaterializeResult(metadata={
         "rows": len(data.z), "unseen_rows": int(data.unseen.sum()), "table": name,
+        "seconds": round(time.perf_counter() - t0, 1), "jobs": jobs,
         "probe": f"logistic regression, C {list(probe.cs)}, class weights {'balanced' if probe.balanced else 'none'}",
         "summary": dg.MetadataValue.md(table), "scores": dg.MetadataValue.json(scores),
         "purity": dg.MetadataValue.json(purity)} | plot_metadata(pmap, "map") | plot_metadata(bars, "scores_plot"))

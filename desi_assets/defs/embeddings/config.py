@@ -10,9 +10,9 @@ class EmbeddingConfig(dg.Config):
     """SpectrumTransformer training, embedding, index choice and evaluation.
 
     Demo-sized defaults: the `small` architecture (P = 64, width 128, 2 + 1 layers, ~490k parameters)
-    on at most 3,000 class-balanced training spectra for at most 12 epochs or 180 s. Full size: set
-    `arch: paper` (P = 32, 6 + 6 layers, width 512, 8 heads; for a GPU), `max_train_spectra: 0`
-    (all), `epochs: 100`, `max_train_seconds: 0` (no cap).
+    on at most 3,000 class-balanced training spectra for at most 12 epochs or 140 s, the learning rate annealing
+    to whichever ends first. Full size: set `arch: paper` (P = 32, 6 + 6 layers, width 512, 8 heads; for a GPU),
+    `max_train_spectra: 0` (all), `epochs: 100`, `max_train_seconds: 0` (no cap).
     """
 
     arch: str = Field(default="small", description="'small' (CPU demo) or 'paper' (GPU)")
@@ -28,7 +28,8 @@ class EmbeddingConfig(dg.Config):
                                                           "one per epoch in turn (1 = the native grid only)")
     mask_ratio: float = Field(default=0.5, description="share of valid patches hidden from the encoder")
     patience: int = 4
-    max_train_seconds: float = Field(default=180.0, description="wall-clock cap on training (s); 0 = none")
+    max_train_seconds: float = Field(default=140.0, description="wall-clock budget of training (s); the lr schedule "
+                                                                   "ends with it. 0 = none")
     seed: int = 0
     device: str = Field(default="auto", description="'auto' = cuda when present, else cpu")
     num_threads: int = Field(default=0, description="torch threads for training; 0 = min(4, cores)")
@@ -41,5 +42,6 @@ class EmbeddingConfig(dg.Config):
     eval_max_rows: int = Field(default=0, description="evaluate at most this many spectra (0 = all)")
     eval_probe_cs: list[float] = Field(default=list(ProbeSettings().cs), description="linear-probe inverse L2 strength C; several "
                                                                   "values: a 3-fold inner CV picks one per fold")
+    eval_jobs: int = Field(default=0, description="worker processes for the evaluation's fold fits; 0 = one per core")
     eval_probe_balanced: bool = Field(default=ProbeSettings().balanced, description="weight the probe's classes by inverse frequency "
                                                                 "(it then optimises balanced accuracy)")

@@ -84,13 +84,27 @@ def linear_probe(x: np.ndarray, labels: np.ndarray, settings: ProbeSettings = Pr
 
 def cross_validate(x: np.ndarray, labels: np.ndarray, z: np.ndarray, folds: int = 5, seed: int = 0,
                    mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300,
-                   probe: ProbeSettings = ProbeSettings()) -> list[FoldResult]:
-    """k-fold predictions on frozen vectors x (N, D): logistic-regression class, 10-NN class, MLP log(1+z)."""
-    out = []
-    for test in kfold_indices(len(x), folds, seed):
-        train = np.setdiff1d(np.arange(len(x)), test)
-        out.append(fit_predict(x, labels, z, train, test, seed, mlp_hidden, mlp_iter, probe))
-    return out
+                   probe: ProbeSettings = ProbeSettings(), jobs: int = 1) -> list[FoldResult]:
+    """k-fold predictions on frozen vectors x (N, D): logistic-regression class, 10-NN class, MLP log(1+z).
+
+    jobs > 1 fits the folds in that many worker processes (same results as jobs = 1).
+    """
+    return _run_folds([(x, labels, z, test, seed, mlp_hidden, mlp_iter, probe)
+                       for test in kfold_indices(len(x), folds, seed)], jobs)
+
+
+def _fold(x, labels, z, test, seed, mlp_hidden, mlp_iter, probe) -> FoldResult:
+    train = np.setdiff1d(np.arange(len(x)), test)
+    return fit_predict(x, labels, z, train, test, seed, mlp_hidden, mlp_iter, probe)
+
+
+def _run_folds(tasks: list[tuple], jobs: int) -> list[FoldResult]:
+    """Fold fits in order, serially or in `jobs` loky workers (each limited to one BLAS thread)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_fold(*t) for t in tasks]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=min(jobs, len(tasks)))(delayed(_fold)(*t) for t in tasks)
 
 
 def fit_predict(x: np.ndarray, labels: np.ndarray, z: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int = 0,
@@ -154,23 +168,29 @@ def summarise(results: list[FoldResult], labels: np.ndarray, z: np.ndarray, snr:
 
 
 def evaluate_representations(data, folds: int = 5, pca_dims: int = 32, seed: int = 0,
-                             probe: ProbeSettings = ProbeSettings()
+                             probe: ProbeSettings = ProbeSettings(), jobs: int = 1
                              ) -> tuple[dict[str, dict[str, dict]], dict[str, dict[str, float]], np.ndarray]:
     """Scores per representation (transformer, BigAE latent, raw 496-bin flux, its PCA-n) on all rows and on rows
-    the encoder never trained on; 10-NN purity per representation; 2-D PCA of the transformer vectors."""
+    the encoder never trained on; 10-NN purity per representation; 2-D PCA of the transformer vectors.
+
+    jobs: worker processes for the (representation, fold) fits; the scores do not depend on it.
+    """
     reps = {"transformer": data.transformer}
     if data.latent is not None:
         reps["bigae_latent"] = data.latent
     reps["raw_flux_496"] = data.flux
     reps[f"pca{pca_dims}_flux"] = pca(data.flux, pca_dims)
+    reps = {name: np.asarray(x, dtype=np.float64) for name, x in reps.items()}
+    splits = kfold_indices(len(data.z), folds, seed)
+    tasks = [(x, data.spectype, data.z, test, seed, (128, 64), 300, probe) for x in reps.values() for test in splits]
+    fits = _run_folds(tasks, jobs)
     scores, purity = {}, {}
-    for name, x in reps.items():
-        x = np.asarray(x, dtype=np.float64)
-        res = cross_validate(x, data.spectype, data.z, folds, seed, probe=probe)
+    for i, (name, x) in enumerate(reps.items()):
+        res = fits[i * len(splits):(i + 1) * len(splits)]
         scores[name] = {"all": summarise(res, data.spectype, data.z, data.snr),
                         "unseen": summarise(res, data.spectype, data.z, data.snr, data.unseen)}
         purity[name] = neighbour_purity(x, data.spectype, data.z)
-    return scores, purity, pca(np.asarray(data.transformer, dtype=np.float64), 2)
+    return scores, purity, pca(reps["transformer"], 2)
 
 
 #: Rows of the summary table: (metric key, label).

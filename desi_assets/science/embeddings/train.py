@@ -27,7 +27,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     mask_ratio: float = 0.5
     patience: int = 4
-    max_seconds: float = 180.0
+    max_seconds: float = 140.0
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -46,6 +46,55 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     stopped_by_time: bool = False
+
+
+class BudgetSchedule:
+    """One-cycle learning rate over whichever ends first, the planned steps or a wall-clock budget (s).
+
+    Linear warm-up from lr/div over the first `warmup` share of the run, then a cosine to lr/final_div, where the
+    run's progress is max(step / total_steps, elapsed / (max_seconds − reserve)). A time-capped run so still
+    anneals fully, and `done` turns true when it should stop; `reserve` (s) keeps time for a final evaluation.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, max_lr: float, total_steps: int, max_seconds: float = np.inf,
+                 warmup: float = 0.1, div: float = 25.0, final_div: float = 1e4,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.opt, self.max_lr, self.total = opt, max_lr, max(int(total_steps), 1)
+        self.max_seconds, self.warmup, self.div, self.final_div = max_seconds, warmup, div, final_div
+        self.clock, self.t0, self.steps, self.reserve = clock, clock(), 0, 0.0
+        self._set(self.lr_at(0.0))
+
+    def progress(self) -> float:
+        """Share of the run done, 0–1: by steps or by the wall-clock budget, whichever is further."""
+        by_time = (self.clock() - self.t0) / max(self.max_seconds - self.reserve, 1e-9)
+        return min(1.0, max(self.steps / self.total, by_time))
+
+    def lr_at(self, p: float) -> float:
+        """Learning rate at progress p (0–1)."""
+        lo, end = self.max_lr / self.div, self.max_lr / self.final_div
+        if p < self.warmup:
+            return lo + (self.max_lr - lo) * p / self.warmup
+        q = (p - self.warmup) / max(1.0 - self.warmup, 1e-9)
+        return end + (self.max_lr - end) * 0.5 * (1.0 + np.cos(np.pi * min(q, 1.0)))
+
+    @property
+    def done(self) -> bool:
+        """True once the steps or the time budget are used up."""
+        return self.progress() >= 1.0
+
+    @property
+    def by_time(self) -> bool:
+        """True when the time budget, not the step count, ended the run."""
+        return self.steps < self.total and self.done
+
+    def step(self) -> None:
+        """Count one optimiser step and set the next step's learning rate."""
+        self.steps += 1
+        self._set(self.lr_at(self.progress()))
+
+    def _set(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
 
 
 def random_patch_mask(valid: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
@@ -95,8 +144,8 @@ def train_embedder(train: Tokens | Sequence[Tokens], val: Tokens, arch: ArchConf
         gen = torch.Generator().manual_seed(s.seed)
         val_hidden = random_patch_mask(tv["valid"], s.mask_ratio, torch.Generator().manual_seed(s.seed + 1))
         steps = sum(-(-tts[(e - 1) % len(tts)]["flux"].shape[0] // s.batch_size) for e in range(1, s.epochs + 1))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(steps, 1), pct_start=0.1)
-        history, best, best_epoch, best_state, stale, by_time = [], np.inf, 0, None, 0, False
+        sched = BudgetSchedule(opt, s.lr, steps, s.max_seconds)
+        history, best, best_epoch, best_state, stale = [], np.inf, 0, None, 0
         for epoch in range(1, s.epochs + 1):
             model.train()
             tt = tts[(epoch - 1) % len(tts)]
@@ -114,7 +163,11 @@ def train_embedder(train: Tokens | Sequence[Tokens], val: Tokens, arch: ArchConf
                 sched.step()
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
+                if sched.done:  # the time budget can end an epoch early: the lr has annealed by then
+                    break
+            t_val = time.perf_counter()
             val_loss = _eval_loss(model, tv, val_hidden, s.batch_size * 4, device)
+            sched.reserve = time.perf_counter() - t_val  # keep time for the last validation pass
             history.append((epoch, tot / max(cnt, 1), val_loss))
             if progress:
                 progress(epoch, tot / max(cnt, 1), val_loss)
@@ -124,9 +177,9 @@ def train_embedder(train: Tokens | Sequence[Tokens], val: Tokens, arch: ArchConf
                 stale += 1
                 if stale >= s.patience:
                     break
-            if time.perf_counter() - t0 > s.max_seconds:
-                by_time = True
+            if sched.done:
                 break
+        by_time = sched.by_time
         if best_state is not None:
             model.load_state_dict(best_state)
         model.cpu().eval()
@@ -242,13 +295,12 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
         params = list(model.parameters()) + list(heads.parameters())
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         n = len(y)
-        steps = max(s.epochs * -(-n // s.batch_size), 1)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=steps, pct_start=0.1)
-        gen, history, by_time = torch.Generator().manual_seed(s.seed), [], False
+        sched = BudgetSchedule(opt, s.lr, s.epochs * -(-n // s.batch_size), s.max_seconds)
+        gen, history = torch.Generator().manual_seed(s.seed), []
         for epoch in range(1, s.epochs + 1):
             model.train()
             heads.train()
-            perm, tot = torch.randperm(n, generator=gen), 0.0
+            perm, tot, cnt = torch.randperm(n, generator=gen), 0.0, 0
             for i in range(0, n, s.batch_size):
                 idx = perm[i:i + s.batch_size]
                 logits, pz = heads(_embed(model, _batch(tt, idx, device)))
@@ -260,12 +312,15 @@ def train_supervised(tok: Tokens, labels: np.ndarray, z: np.ndarray, arch: ArchC
                 opt.step()
                 sched.step()
                 tot += float(loss.detach()) * len(idx)
-            history.append((epoch, tot / n))
+                cnt += len(idx)
+                if sched.done:
+                    break
+            history.append((epoch, tot / max(cnt, 1)))
             if progress:
-                progress(epoch, tot / n)
-            if time.perf_counter() - t0 > s.max_seconds:
-                by_time = True
+                progress(epoch, tot / max(cnt, 1))
+            if sched.done:
                 break
+        by_time = sched.by_time
         model.cpu().eval()
         heads.cpu().eval()
     return SupervisedResult(model, heads, history, time.perf_counter() - t0, by_time)

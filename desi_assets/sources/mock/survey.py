@@ -772,23 +772,44 @@ def _truth_frame(t: dict) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- public entry point
-def write_mock_survey(out_dir: Path, config: MockSurveyConfig = MockSurveyConfig(),
-                      progress: Callable[[str], None] | None = None) -> list[Path]:
-    """Write the mock survey (coadd + redrock FITS, truth parquet per pixel) under out_dir; returns coadd paths."""
+def _write_one(out_dir: Path, config: MockSurveyConfig, index: int) -> tuple[Path, str, int, float]:
+    """Simulate and write pixel `index`; (coadd path, 'survey-program-pixel', spectra, seconds)."""
     from desi_assets.sources.mock import datamodel as D
 
+    t0 = time.perf_counter()
+    sim = simulate_healpix(config, index)
+    coadd = D.write_pixel(out_dir, sim)
+    return coadd, f"{sim.survey}-{sim.program}-{sim.pixel}", sim.truth.height, time.perf_counter() - t0
+
+
+def write_mock_survey(out_dir: Path, config: MockSurveyConfig = MockSurveyConfig(),
+                      progress: Callable[[str], None] | None = None, workers: int = 1) -> list[Path]:
+    """Write the mock survey (coadd + redrock FITS, truth parquet per pixel) under out_dir; returns coadd paths.
+
+    workers > 1 simulates pixels in that many processes (each pixel has its own seeded streams, so the files are
+    the same); a survey that releases pixels over time (release_every) is written in order, one at a time.
+    """
     out_dir = Path(out_dir)
     programs = pixel_programs(config.n_pixels, config.seed)
-    paths = []
-    for i in range(config.n_pixels):
-        t0 = time.perf_counter()
-        sim = simulate_healpix(config, i)
-        coadd = D.write_pixel(out_dir, sim)
-        paths.append(coadd)
+    paths: list[Path | None] = [None] * config.n_pixels
+
+    def done(i: int, res: tuple[Path, str, int, float], n_done: int) -> None:
+        paths[i] = res[0]
         if progress is not None:
-            progress(f"mock pixel {i + 1}/{config.n_pixels}: {sim.survey}-{sim.program}-{sim.pixel} "
-                     f"{sim.truth.height} spectra in {time.perf_counter() - t0:.1f}s -> {coadd}")
-        if config.release_every and i < config.n_pixels - 1:
-            time.sleep(config.release_every)
+            progress(f"mock pixel {n_done}/{config.n_pixels}: {res[1]} {res[2]} spectra in {res[3]:.1f}s -> {res[0]}")
+
+    if workers > 1 and not config.release_every and config.n_pixels > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(workers, config.n_pixels), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_write_one, out_dir, config, i): i for i in range(config.n_pixels)}
+            for n_done, fut in enumerate(as_completed(futures), 1):
+                done(futures[fut], fut.result(), n_done)
+    else:
+        for i in range(config.n_pixels):
+            done(i, _write_one(out_dir, config, i), i + 1)
+            if config.release_every and i < config.n_pixels - 1:
+                time.sleep(config.release_every)
     assert len(programs) == len(paths)
     return paths
