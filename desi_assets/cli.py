@@ -178,14 +178,15 @@ def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, 
         results = []
         try:
             runner.register_partitions(instance, keys)
-            for job_name, partitioned in stages or PIPELINE_STAGES:
-                _say(f"{job_name}:")
-                if partitioned:
-                    results.append(runner.run_partitioned(defs, job_name, keys, instance, batch, progress=_say,
-                                                          workers=workers, defs_args=(lakehouse, archive),
-                                                          weights=sizes))
-                else:
-                    results.append(runner.run_unpartitioned(defs, job_name, instance, progress=_say))
+            with runner.WorkerPool(workers) as pool:  # the workers start once and serve every stage
+                for job_name, partitioned in stages or PIPELINE_STAGES:
+                    _say(f"{job_name}:")
+                    if partitioned:
+                        results.append(runner.run_partitioned(defs, job_name, keys, instance, batch, progress=_say,
+                                                              workers=workers, defs_args=(lakehouse, archive),
+                                                              weights=sizes, pool=pool))
+                    else:
+                        results.append(runner.run_unpartitioned(defs, job_name, instance, progress=_say))
         except runner.Interrupted as exc:
             gone = runner.cancel_session_runs(instance, f"desi-ard received {exc.signame}")
             _say(f"\n{exc.signame}: workers stopped; {len(gone)} unfinished run(s) marked canceled")

@@ -6,6 +6,8 @@ import pytest
 from desi_assets.cli import report
 from desi_assets.defs.partitions import coadds_partitions
 from desi_assets.runner import (
+    WORKER_TAG,
+    WorkerPool,
     outcome_of,
     prune_invalid_partitions,
     register_partitions,
@@ -185,8 +187,31 @@ def test_contiguous_chunks_balance_weights_and_keep_ranges_contiguous():
     even = contiguous_chunks(keys, pos, 25, 2, sizes)
     assert [sum(sizes[k] for k in c) for c in even] == [23, 19]  # counts split 6 + 6 would be 24 + 18
     assert sum(even, []) == keys
+    three = contiguous_chunks(keys, pos, 25, 3, sizes)  # the best 3 cuts: 13 | 13 | 16 (heaviest run 16)
+    assert [sum(sizes[k] for k in c) for c in three] == [13, 13, 16]
     assert contiguous_chunks(keys, pos, 25, 1, sizes) == [keys]  # one worker: one run per batch
     assert [len(c) for c in contiguous_chunks(keys, pos, 5, 1)] == [5, 5, 2]
     gap = keys[:3] + keys[5:]
     assert all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in contiguous_chunks(gap, pos, 25, 2, sizes))
+    assert len(contiguous_chunks(keys, pos, 4, 2, sizes)) == 3  # the batch cap needs 3 runs of at most 4 keys
     assert len(contiguous_chunks(keys[:2], pos, 25, 2, {keys[0]: 100.0, keys[1]: 1.0})) == 2
+
+
+def _defs() -> dg.Definitions:
+    """Factory the worker processes rebuild DEFS with."""
+    return DEFS
+
+
+def test_one_worker_pool_serves_several_stages(tmp_path, monkeypatch):
+    """A pipeline's WorkerPool starts its 2 processes once; both stages' runs ran in those same 2 processes."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    kw = {"workers": 2, "defs_args": (), "defs_factory": "desi_assets_tests.test_runner:_defs"}
+    with dg.DagsterInstance.get() as inst:
+        register_partitions(inst, KEYS)
+        with WorkerPool(2) as pool:
+            first = run_partitioned(DEFS, "per_batch_job", KEYS, inst, pool=pool, **kw)
+            second = run_partitioned(DEFS, "per_key_job", KEYS, inst, pool=pool, **kw)
+        workers = {r.tags[WORKER_TAG] for r in inst.get_runs()}
+    assert first.runs == second.runs == 2 and len(first.succeeded) == 4 and second.failed == [BAD]
+    assert len(workers) == 2
