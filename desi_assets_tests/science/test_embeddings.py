@@ -280,3 +280,24 @@ def test_compacted_encoder_equals_key_padded_encoder(model):
         ref = model.enc_norm(model.encoder(full, src_key_padding_mask=~visible))
         np.testing.assert_allclose(model.pool(h, pad).numpy(), model.pool(ref, ~visible).numpy(), rtol=1e-4, atol=1e-5)
     assert h.shape[1] == int(visible.sum(1).max()) < visible.shape[1]
+
+
+def test_decoder_is_queried_at_the_hidden_patches_only(model):
+    """The training loss decodes only hidden patches: it counts exactly their good pixels, and a row's predictions
+    do not depend on the padded queries another row in the batch forces."""
+    from desi_assets.science.embeddings.train import _hidden_terms
+
+    rng = np.random.default_rng(2)
+    wave = 3600 + 0.8 * np.arange(160)
+    flux = spectrum(wave)[None] + 0.05 * rng.standard_normal((2, 160))
+    flux[1, 40:44] = np.nan  # a few bad pixels inside a hidden patch
+    t = token_tensors(tokenize([wave], [flux], [np.full((2, 160), 100.0)], [None], ARCH.patch), ARCH)
+    hidden = torch.zeros_like(t["valid"])
+    hidden[0, [1, 3, 5, 7]] = True
+    hidden[1, [2, 5]] = True
+    with torch.no_grad():
+        pred, f, iv, m = _hidden_terms(model, t, hidden)
+        alone = _hidden_terms(model, {k: (v if k == "wfeat" else v[1:]) for k, v in t.items()}, hidden[1:])[0]
+    assert pred.shape == (2, 4, ARCH.patch) and int(m.sum()) == int((t["good"] & hidden.unsqueeze(-1)).sum())
+    np.testing.assert_allclose(pred[1, :2].numpy(), alone[0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(f[1, :2].numpy(), t["flux"][1, [2, 5]].numpy())

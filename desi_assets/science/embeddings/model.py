@@ -58,12 +58,19 @@ ARCHS: dict[str, ArchConfig] = {
 }
 
 
-def compact_tokens(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens (N, T, d) with their padding mask (N, T) → (N, T', d), (N, T'): each row's unpadded tokens first, in
-    order, and only as many columns as the fullest row needs. Exact for a key-padded encoder (no position table)."""
+def compact_index(pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(column index (N, T'), its padding mask (N, T')) that puts each row's unpadded positions first, in order,
+    with only as many columns as the fullest row needs."""
     keep = max(int((~pad).sum(1).max()), 1) if pad.numel() else 1
     idx = torch.argsort(pad.to(torch.int8), dim=1, stable=True)[:, :keep]
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), torch.gather(pad, 1, idx)
+    return idx, torch.gather(pad, 1, idx)
+
+
+def compact_tokens(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens (N, T, d) with their padding mask (N, T) → (N, T', d), (N, T') by compact_index. Exact for a
+    key-padded encoder (no position table)."""
+    idx, cpad = compact_index(pad)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), cpad
 
 
 def _layer(cfg: ArchConfig, cls) -> nn.Module:
@@ -116,10 +123,13 @@ class SpectrumTransformer(nn.Module):
         var = (((h - mean.unsqueeze(1)) ** 2) * w).sum(1) / n
         return torch.cat([mean, torch.sqrt(var + 1e-6)], dim=-1)
 
-    def decode(self, h: torch.Tensor, pad: torch.Tensor, target_wfeat: torch.Tensor) -> torch.Tensor:
-        """Predicted normalised flux (N, T', P) at target patches given by their pooled λ features (T' or N,T', 2F)."""
+    def decode(self, h: torch.Tensor, pad: torch.Tensor, target_wfeat: torch.Tensor,
+               target_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted normalised flux (N, T', P) at target patches given by their pooled λ features (T' or N,T', 2F);
+        target_pad (N, T') marks padded queries (left out of the queries' self-attention)."""
         q = self.wave_in(target_wfeat).expand(h.shape[0], -1, -1) + self.mask_token
-        return self.head(self.dec_norm(self.decoder(q, h, memory_key_padding_mask=pad)))
+        return self.head(self.dec_norm(self.decoder(q, h, tgt_key_padding_mask=target_pad,
+                                                    memory_key_padding_mask=pad)))
 
     def forward(self, flux, good, wfeat, visible):
         """(reconstruction (N, T, P) at the input grid's patches, embedding (N, d))."""

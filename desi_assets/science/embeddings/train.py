@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, reconstruction_loss, token_tensors
+from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, compact_index, reconstruction_loss, \
+    token_tensors
 from desi_assets.science.embeddings.tokens import Tokens
 from desi_assets.science.torch_models import resolve_device, torch_threads
 
@@ -106,11 +107,27 @@ def random_patch_mask(valid: torch.Tensor, ratio: float, gen: torch.Generator) -
     return valid & (rank < n_hide)
 
 
+def _hidden_terms(model, b: dict[str, torch.Tensor], hidden: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prediction, flux, ivar, counted-pixel mask), each (N, H, P), at the hidden patches only: the encoder sees
+    the other valid patches and the decoder is queried at the hidden ones (MAE-style; the loss counts no other)."""
+    h, pad = model.encode_tokens(b["flux"], b["good"], b["wfeat"], b["valid"] & ~hidden)
+    n = hidden.shape[0]
+    idx, qpad = compact_index(~hidden)
+
+    def take(x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(n, -1, -1) if x.ndim == 2 else x
+        return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+    pred = model.decode(h, pad, take(b["wfeat"]), qpad)
+    m = take(b["good"]) & ~qpad.unsqueeze(-1)
+    return pred, take(b["flux"]), take(b["ivar"]), m
+
+
 def _masked_loss(model, b: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
     """Reconstruction loss over the good pixels of the hidden patches, encoder seeing the other valid patches."""
-    pred, _ = model(b["flux"], b["good"], b["wfeat"], b["valid"] & ~hidden)
-    m = b["good"] & hidden.unsqueeze(-1)
-    return reconstruction_loss(pred, b["flux"], b["ivar"], m)
+    pred, flux, ivar, m = _hidden_terms(model, b, hidden)
+    return reconstruction_loss(pred, flux, ivar, m)
 
 
 def _batch(t: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
@@ -194,10 +211,9 @@ def _eval_loss(model, t, hidden, batch_size, device) -> float:
     for i in range(0, n, batch_size):
         idx = torch.arange(i, min(n, i + batch_size))
         b = _batch(t, idx, device)
-        h = hidden[idx].to(device)
-        pred, _ = model(b["flux"], b["good"], b["wfeat"], b["valid"] & ~h)
-        m = (b["good"] & h.unsqueeze(-1)).float()
-        tot += float((m * (b["flux"] - pred) ** 2 * b["ivar"]).sum())
+        pred, flux, ivar, m = _hidden_terms(model, b, hidden[idx].to(device))
+        m = m.float()
+        tot += float((m * (flux - pred) ** 2 * ivar).sum())
         cnt += float(m.sum())
     return tot / max(cnt, 1.0)
 
