@@ -53,6 +53,8 @@ bench: setup-test
 	$(PY) bench/cosmic_web.py
 	$(PY) bench/embed.py
 	$(PY) bench/embedding_ceiling.py
+	$(PY) bench/embedding_readouts.py --lakehouse $(LAKE)
+	$(PY) bench/embedding_training_step.py
 	$(PY) bench/vector_search.py
 	$(PY) bench/api.py
 	$(PY) bench/mock_vs_real.py
