@@ -414,12 +414,9 @@ def _worker_init(parent_pid: int, threads: int | None = None) -> None:
 
 def limit_threads(n: int) -> None:
     """Cap this process's BLAS/OpenMP pools and torch's intra-op threads at n (unloaded libraries: by env vars)."""
-    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[k] = str(n)
-    with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_limits
+    from desi_assets.science.physics.fit import pin_blas_threads
 
-        threadpool_limits(n)
+    pin_blas_threads(n)
     with contextlib.suppress(ImportError):
         import torch
 
@@ -505,7 +502,7 @@ def contiguous_chunks(keys: Sequence[str], pos: Mapping[str, int], batch: int, w
 
     if workers <= 1 or n <= 1:
         return pack(float("inf"), batch)
-    target = max(len(pack(float("inf"), batch)), min(workers, n), -(-n // max(batch, 1)))
+    target = max(len(pack(float("inf"), batch)), min(workers, n))  # the first: batch caps and gaps in the order
     lo, hi = max(w), sum(w)  # the lightest cap that packs into `target` runs: bisection on the heaviest run
     for _ in range(60):
         if hi - lo <= 1e-9 * max(hi, 1.0):

@@ -82,8 +82,12 @@ def linear_probe(x: np.ndarray, labels: np.ndarray, settings: ProbeSettings = Pr
                                 class_weight=weight, random_state=seed).fit(x, labels)
 
 
+#: The redshift head on frozen vectors: hidden layer sizes and the iteration cap of its MLP.
+MLP_HIDDEN, MLP_ITER = (128, 64), 300
+
+
 def cross_validate(x: np.ndarray, labels: np.ndarray, z: np.ndarray, folds: int = 5, seed: int = 0,
-                   mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300,
+                   mlp_hidden: tuple[int, ...] = MLP_HIDDEN, mlp_iter: int = MLP_ITER,
                    probe: ProbeSettings = ProbeSettings(), jobs: int = 1) -> list[FoldResult]:
     """k-fold predictions on frozen vectors x (N, D): logistic-regression class, 10-NN class, MLP log(1+z).
 
@@ -108,7 +112,7 @@ def _run_folds(tasks: list[tuple], jobs: int) -> list[FoldResult]:
 
 
 def fit_predict(x: np.ndarray, labels: np.ndarray, z: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int = 0,
-                mlp_hidden: tuple[int, ...] = (128, 64), mlp_iter: int = 300,
+                mlp_hidden: tuple[int, ...] = MLP_HIDDEN, mlp_iter: int = MLP_ITER,
                 probe: ProbeSettings = ProbeSettings()) -> FoldResult:
     """One split's predictions on frozen vectors: logistic-regression class, 10-NN class, MLP log(1+z)."""
     from sklearn.neighbors import KNeighborsClassifier
@@ -182,7 +186,8 @@ def evaluate_representations(data, folds: int = 5, pca_dims: int = 32, seed: int
     reps[f"pca{pca_dims}_flux"] = pca(data.flux, pca_dims)
     reps = {name: np.asarray(x, dtype=np.float64) for name, x in reps.items()}
     splits = kfold_indices(len(data.z), folds, seed)
-    tasks = [(x, data.spectype, data.z, test, seed, (128, 64), 300, probe) for x in reps.values() for test in splits]
+    tasks = [(x, data.spectype, data.z, test, seed, MLP_HIDDEN, MLP_ITER, probe) for x in reps.values()
+             for test in splits]
     fits = _run_folds(tasks, jobs)
     scores, purity = {}, {}
     for i, (name, x) in enumerate(reps.items()):

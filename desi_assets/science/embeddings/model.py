@@ -66,11 +66,17 @@ def compact_index(pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, torch.gather(pad, 1, idx)
 
 
+def take_columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows' tokens x (N, T, d), or one shared (T, d), at column indices idx (N, T') → (N, T', d)."""
+    x = x.expand(idx.shape[0], -1, -1) if x.ndim == 2 else x
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def compact_tokens(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens (N, T, d) with their padding mask (N, T) → (N, T', d), (N, T') by compact_index. Exact for a
     key-padded encoder (no position table)."""
     idx, cpad = compact_index(pad)
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), cpad
+    return take_columns(x, idx), cpad
 
 
 def _layer(cfg: ArchConfig, cls) -> nn.Module:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from desi_assets.science.embeddings.model import ArchConfig, SpectrumTransformer, compact_index, reconstruction_loss, \
-    token_tensors
+    take_columns, token_tensors
 from desi_assets.science.embeddings.tokens import Tokens
 from desi_assets.science.torch_models import resolve_device, torch_threads
 
@@ -112,16 +112,10 @@ def _hidden_terms(model, b: dict[str, torch.Tensor], hidden: torch.Tensor
     """(prediction, flux, ivar, counted-pixel mask), each (N, H, P), at the hidden patches only: the encoder sees
     the other valid patches and the decoder is queried at the hidden ones (MAE-style; the loss counts no other)."""
     h, pad = model.encode_tokens(b["flux"], b["good"], b["wfeat"], b["valid"] & ~hidden)
-    n = hidden.shape[0]
     idx, qpad = compact_index(~hidden)
-
-    def take(x: torch.Tensor) -> torch.Tensor:
-        x = x.expand(n, -1, -1) if x.ndim == 2 else x
-        return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-    pred = model.decode(h, pad, take(b["wfeat"]), qpad)
-    m = take(b["good"]) & ~qpad.unsqueeze(-1)
-    return pred, take(b["flux"]), take(b["ivar"]), m
+    pred = model.decode(h, pad, take_columns(b["wfeat"], idx), qpad)
+    m = take_columns(b["good"], idx) & ~qpad.unsqueeze(-1)
+    return pred, take_columns(b["flux"], idx), take_columns(b["ivar"], idx), m
 
 
 def _masked_loss(model, b: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:

@@ -267,16 +267,22 @@ def one_blas_thread_env():
                 os.environ[k] = v
 
 
+def pin_blas_threads(n: int = 1) -> None:
+    """Cap this process's BLAS/OpenMP pools at n threads: BLAS_ENV for libraries not loaded yet, threadpoolctl for
+    loaded ones."""
+    for k in BLAS_ENV:
+        os.environ[k] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:  # env vars set before numpy's first BLAS call still apply
+        pass
+
+
 def init_worker(settings: FitSettings, wave: np.ndarray, pin_blas: bool = True) -> None:
     """Pool initializer: pin BLAS to one thread, load the templates once for this process."""
     if pin_blas:
-        for k in BLAS_ENV:
-            os.environ[k] = "1"
-        try:
-            from threadpoolctl import threadpool_limits
-            threadpool_limits(1)
-        except ImportError:  # env vars set before numpy's first BLAS call still apply
-            pass
+        pin_blas_threads(1)
     _WORKER["settings"] = settings
     _WORKER["wave"] = np.asarray(wave, dtype=np.float64)
     _WORKER["tset"] = load_templates(settings.templates, settings.velscale, settings.template_fwhm_a)
