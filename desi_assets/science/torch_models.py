@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,15 @@ def weights_version(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str
         h.update(t.numpy().tobytes())
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:VERSION_CHARS]
+
+
+def default_threads(cap: int = 4) -> int:
+    """Torch threads when none are configured: OMP_NUM_THREADS where a caller set it (a worker's or the test run's
+    share of the cores), else min(cap, cores)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(cap, os.cpu_count() or 1))
 
 
 @contextlib.contextmanager

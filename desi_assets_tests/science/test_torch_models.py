@@ -33,3 +33,19 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_default_threads_follows_a_callers_omp_cap_else_the_cores(monkeypatch):
+    from desi_assets.science.torch_models import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(cap=2) == 3  # the caller's explicit cap wins over the default cap
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_threads() == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert default_threads() == 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import dagster as dg
 from pydantic import Field
@@ -22,6 +21,7 @@ from desi_assets.science.anomaly.catalog import (
 )
 from desi_assets.science.anomaly.scoring import DEFAULT_THRESHOLD
 from desi_assets.science.anomaly.training import TrainConfig
+from desi_assets.science.torch_models import default_threads
 
 
 class TrainingSetConfig(dg.Config):
@@ -52,16 +52,16 @@ class ModelConfig(dg.Config):
     seed: int = 0
     device: str = "auto"
     num_threads: int = Field(
-        default=0, description="torch intra-op threads for training; 0 = auto: 1 on machines with <= 2 cores "
-                               "(measured on 2 cores, 9,000 spectra: 2 threads 0.66-0.72 s/epoch idle vs 1 thread "
-                               "0.85-1.37 s/epoch, but 5-10x slower than 1 thread when the cores are shared), "
-                               "else min(4, cores // 2)")
+        default=0, description="torch intra-op threads for training; 0 = OMP_NUM_THREADS where set (the runner's "
+                               "workers and `make test` set it), else min(4, cores). Measured on 2 cores, 9,000 "
+                               "spectra: 2 threads 0.66-0.72 s/epoch on an idle machine vs 1 thread 0.85-1.37, "
+                               "but 5-10x slower than 1 thread when the cores are shared")
 
     def train_config(self) -> TrainConfig:
         """The science-side training config (threads resolved)."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, patience=self.patience, seed=self.seed,
-                           device=self.device, num_threads=self.num_threads or auto_threads())
+                           device=self.device, num_threads=self.num_threads or default_threads())
 
 
 class ScoringConfig(dg.Config):
@@ -135,12 +135,6 @@ class AnomalyConfig(dg.ConfigurableResource):
         cfg = self.model.model_dump() | {"num_threads": self.model.train_config().num_threads}
         blob = json.dumps({"training_set": training_fingerprint, "model": cfg, "code": code_version}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def auto_threads() -> int:
-    """Training threads when not configured: 1 on <= 2 cores (shared boxes), else min(4, cores // 2)."""
-    n = os.cpu_count() or 1
-    return 1 if n <= 2 else min(4, n // 2)
 
 
 def check_descriptions(config: AnomalyConfig) -> dict[str, str]:

@@ -17,7 +17,7 @@ from desi_assets.science.embeddings import evaluate as ev
 from desi_assets.science.embeddings.model import ARCHS, ArchConfig, save_model
 from desi_assets.science.embeddings.tokens import REFUSALS, grid_shifts, tokenize_desi
 from desi_assets.science.embeddings.train import TrainSettings, embed_arms, train_embedder
-from desi_assets.science.torch_models import count_parameters
+from desi_assets.science.torch_models import count_parameters, default_threads
 from desi_assets.storage import vectors as vs
 from desi_assets.storage.lakehouse import LakehouseResource
 
@@ -28,8 +28,7 @@ def _settings(config: EmbeddingConfig) -> tuple[ArchConfig, TrainSettings]:
 
     if config.arch not in ARCHS:
         raise dg.Failure(f"unknown arch {config.arch!r}; known: {sorted(ARCHS)}")
-    cores = os.cpu_count() or 1
-    threads = config.num_threads or min(4, cores)
+    threads = config.num_threads or default_threads()
     try:
         arch = dataclasses.replace(ARCHS[config.arch], pooling=config.pooling)
     except ValueError as err:

@@ -32,7 +32,7 @@ class EmbeddingConfig(dg.Config):
                                                                    "ends with it. 0 = none")
     seed: int = 0
     device: str = Field(default="auto", description="'auto' = cuda when present, else cpu")
-    num_threads: int = Field(default=0, description="torch threads for training; 0 = min(4, cores)")
+    num_threads: int = Field(default=0, description="torch threads for training; 0 = OMP_NUM_THREADS where set, else min(4, cores)")
     embed_batch: int = 256
     index_min_rows: int = Field(default=50_000, description="below this a flat scan is exact and fast: no index")
     index_target_recall: float = Field(default=0.95, description="recall@10 an index must reach to be chosen")
