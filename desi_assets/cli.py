@@ -113,20 +113,23 @@ def _worst_per_check(outcomes: list) -> list:
 
 
 def _run_pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, bool]] | None = None,
-                  workers: int = 1, only: list[str] | None = None) -> int:
-    """Run stages over the archive's partitions; Ctrl-C/SIGTERM stop it cleanly (exit 128 + signal)."""
+                  workers: int = 1, only: list[str] | None = None, pool=None) -> int:
+    """Run stages over the archive's partitions (on `pool`, a runner.WorkerPool, when given); Ctrl-C/SIGTERM stop
+    it cleanly (exit 128 + signal)."""
     from desi_assets.runner import Interrupted, interruptible
 
     with interruptible():
         try:
-            return _pipeline(lakehouse, archive, batch, stages, workers, only)
+            return _pipeline(lakehouse, archive, batch, stages, workers, only, shared_pool=pool)
         except Interrupted as exc:
             _say(f"interrupted by {exc.signame}: stopped")
             return exc.exit_code
 
 
 def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, bool]] | None,
-              workers: int, only: list[str] | None) -> int:
+              workers: int, only: list[str] | None, shared_pool=None) -> int:
+    import contextlib
+
     from dagster import DagsterInstance
 
     from desi_assets import runner
@@ -178,7 +181,9 @@ def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, 
         results = []
         try:
             runner.register_partitions(instance, keys)
-            with runner.WorkerPool(workers) as pool:  # the workers start once and serve every stage
+            # the workers start once (or came with the caller's pool) and serve every stage
+            pool = shared_pool or runner.WorkerPool(workers)
+            with contextlib.nullcontext(pool) if shared_pool else pool:
                 for job_name, partitioned in stages or PIPELINE_STAGES:
                     _say(f"{job_name}:")
                     if partitioned:
@@ -188,6 +193,8 @@ def _pipeline(lakehouse: str, archive: str, batch: int, stages: list[tuple[str, 
                     else:
                         results.append(runner.run_unpartitioned(defs, job_name, instance, progress=_say))
         except runner.Interrupted as exc:
+            if shared_pool:  # our own pool was killed on leaving its block
+                shared_pool.kill()
             gone = runner.cancel_session_runs(instance, f"desi-ard received {exc.signame}")
             _say(f"\n{exc.signame}: workers stopped; {len(gone)} unfinished run(s) marked canceled")
             if results:
@@ -205,15 +212,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Write the default mock survey under the lakehouse and materialize every asset."""
+    """Write the default mock survey under the lakehouse and materialize every asset.
+
+    The mock is written on the pipeline's own worker pool (its processes import once for both), while this
+    process imports the pipeline's definitions.
+    """
+    import importlib
+    import threading
+
+    from desi_assets.runner import WorkerPool
     from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
 
     root = Path(args.lakehouse) / "archive"
-    if not any(root.rglob("coadd-*.fits")):
-        _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")
-        write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say,
-                          workers=args.workers)
-    return _run_pipeline(args.lakehouse, str(root), args.batch, workers=args.workers)
+    with WorkerPool(args.workers) as pool:
+        if not any(root.rglob("coadd-*.fits")):
+            _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")
+            # a failed import here is retried (and reported) by the pipeline's own import
+            threading.Thread(target=importlib.import_module, args=("desi_assets.definitions",), daemon=True).start()
+            write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say,
+                              workers=args.workers, executor=pool.executor() if args.workers > 1 else None)
+        return _run_pipeline(args.lakehouse, str(root), args.batch, workers=args.workers, pool=pool)
 
 
 def _lakehouse_args(p: argparse.ArgumentParser) -> None:

@@ -100,3 +100,36 @@ def test_cli_reports_exactly_the_failed_partition(survey_copy, tmp_path, dagster
     row = next(x for x in out.splitlines() if x.startswith("coadd_job ")).split()
     assert row[1:6] == ["1", str(n), str(n - 1), "1", str(targets.height)]
     assert f"failed partitions/jobs (1): {bad}; reasons in the ingest_errors table" in out
+
+
+def _worker_pid() -> int:
+    import os
+    import time
+
+    time.sleep(0.5)  # long enough that both workers take a task
+    return os.getpid()
+
+
+def _pids(executor) -> set[int]:
+    return {f.result() for f in [executor.submit(_worker_pid) for _ in range(4)]}
+
+
+def test_demo_writes_the_mock_on_the_pipelines_own_workers(tmp_path, monkeypatch):
+    """The mock's pixels and the pipeline's runs share one pool: its processes import once for both."""
+    import desi_assets.cli as cli
+    import desi_assets.sources.mock as mock
+
+    seen: dict[str, set[int]] = {}
+
+    def fake_mock(root, config, progress=None, workers=1, executor=None):
+        seen["mock"] = _pids(executor)
+        return []
+
+    def fake_pipeline(lakehouse, archive, batch, workers=1, pool=None, **kw):
+        seen["pipeline"] = _pids(pool.executor())
+        return 0
+
+    monkeypatch.setattr(mock, "write_mock_survey", fake_mock)
+    monkeypatch.setattr(cli, "_run_pipeline", fake_pipeline)
+    assert main(["demo", "--lakehouse", str(tmp_path / "lake"), "--workers", "2"]) == 0
+    assert len(seen["mock"]) == 2 and seen["pipeline"] == seen["mock"]

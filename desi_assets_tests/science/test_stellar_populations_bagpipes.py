@@ -223,3 +223,20 @@ def test_worker_time_limit_gives_timeout_status(tmp_path):
     assert r.samples.shape == (50, 5)  # the unconverged posterior is kept, flagged by the status
     assert sorted(p.name for p in (tmp_path / "filters").iterdir()) == sorted(
         f"{v}.dat" for v in photometry.BANDS.values())
+
+
+def test_worker_imports_are_serialised_only_until_the_igm_table_exists(tmp_path, monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from desi_assets.science.stellar_populations import bagpipes_fit
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(submodule_search_locations=[
+        str(tmp_path)]))
+    assert not bagpipes_fit.igm_table_written()  # a fresh install: the first import writes the table
+    grids = tmp_path / "models" / "grids"
+    grids.mkdir(parents=True)
+    (grids / "d_igm_grid_inoue14.fits").write_bytes(b"")
+    assert bagpipes_fit.igm_table_written()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert not bagpipes_fit.igm_table_written()  # bagpipes absent: keep the lock (the import then fails cleanly)

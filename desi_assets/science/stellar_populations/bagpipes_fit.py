@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -421,8 +422,16 @@ def _bagpipes_derived(draw: np.ndarray, model, z: float, settings: BagpipesSetti
 
 # ---------------------------------------------------------------- worker processes
 
+def igm_table_written() -> bool:
+    """Whether bagpipes' first import has written its IGM table (later imports only read it, so run concurrently)."""
+    spec = importlib.util.find_spec("bagpipes")
+    dirs = (spec.submodule_search_locations or []) if spec else []
+    return any((Path(d) / "models" / "grids" / "d_igm_grid_inoue14.fits").is_file() for d in dirs)
+
+
 def _worker_main(conn, import_lock, settings: BagpipesSettings) -> None:
-    """Worker loop: import bagpipes once (serialised: its first import writes a grid file), then fit tasks."""
+    """Worker loop: import bagpipes once (serialised until its first import has written the IGM table), then fit
+    tasks."""
     from desi_assets.science.physics.fit import one_blas_thread
 
     workdir = tempfile.mkdtemp(prefix="bagpipes_worker_")
@@ -501,7 +510,7 @@ def fit_bagpipes_many(inputs: list[GalaxyInput], settings: BagpipesSettings | No
     if not todo:
         return results  # type: ignore[return-value]
     ctx = mp.get_context("spawn")
-    lock = ctx.Lock()
+    lock = contextlib.nullcontext() if igm_table_written() else ctx.Lock()  # only the first import writes
     pool = [_Worker(ctx, lock, settings) for _ in range(max(1, min(int(workers), len(todo))))]
     queue = list(todo)
     import_limit = 600.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -783,11 +784,13 @@ def _write_one(out_dir: Path, config: MockSurveyConfig, index: int) -> tuple[Pat
 
 
 def write_mock_survey(out_dir: Path, config: MockSurveyConfig = MockSurveyConfig(),
-                      progress: Callable[[str], None] | None = None, workers: int = 1) -> list[Path]:
+                      progress: Callable[[str], None] | None = None, workers: int = 1,
+                      executor: Executor | None = None) -> list[Path]:
     """Write the mock survey (coadd + redrock FITS, truth parquet per pixel) under out_dir; returns coadd paths.
 
-    workers > 1 simulates pixels in that many processes (each pixel has its own seeded streams, so the files are
-    the same); a survey that releases pixels over time (release_every) is written in order, one at a time.
+    workers > 1 simulates pixels in that many spawned processes, or on `executor` when given (e.g. the runner's
+    worker pool, whose processes then serve the pipeline too); each pixel has its own seeded streams, so the
+    files are the same. A survey that releases pixels over time (release_every) is written in order, one at a time.
     """
     out_dir = Path(out_dir)
     programs = pixel_programs(config.n_pixels, config.seed)
@@ -798,14 +801,18 @@ def write_mock_survey(out_dir: Path, config: MockSurveyConfig = MockSurveyConfig
         if progress is not None:
             progress(f"mock pixel {n_done}/{config.n_pixels}: {res[1]} {res[2]} spectra in {res[3]:.1f}s -> {res[0]}")
 
-    if workers > 1 and not config.release_every and config.n_pixels > 1:
+    if (executor is not None or workers > 1) and not config.release_every and config.n_pixels > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(min(workers, config.n_pixels), mp_context=mp.get_context("spawn")) as pool:
+        pool = executor or ProcessPoolExecutor(min(workers, config.n_pixels), mp_context=mp.get_context("spawn"))
+        try:
             futures = {pool.submit(_write_one, out_dir, config, i): i for i in range(config.n_pixels)}
             for n_done, fut in enumerate(as_completed(futures), 1):
                 done(futures[fut], fut.result(), n_done)
+        finally:
+            if executor is None:  # ours: stop it; a caller's pool stays up for its next work
+                pool.shutdown(cancel_futures=True)
     else:
         for i in range(config.n_pixels):
             done(i, _write_one(out_dir, config, i), i + 1)
