@@ -220,10 +220,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import importlib
     import threading
 
-    from desi_assets.runner import WorkerPool
+    from desi_assets.runner import WorkerPool, ensure_dagster_home
     from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
 
     root = Path(args.lakehouse) / "archive"
+    ensure_dagster_home(args.lakehouse)  # before the workers start: they inherit it
     with WorkerPool(args.workers) as pool:
         if not any(root.rglob("coadd-*.fits")):
             _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")

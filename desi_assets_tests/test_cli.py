@@ -107,11 +107,15 @@ def _worker_pid() -> int:
     import time
 
     time.sleep(0.5)  # long enough that both workers take a task
-    return os.getpid()
+    return os.getpid(), os.environ.get("DAGSTER_HOME")
 
 
 def _pids(executor) -> set[int]:
-    return {f.result() for f in [executor.submit(_worker_pid) for _ in range(4)]}
+    import os
+
+    got = [f.result() for f in [executor.submit(_worker_pid) for _ in range(4)]]
+    assert {home for _, home in got} == {os.environ["DAGSTER_HOME"]}  # the workers see the pipeline's instance
+    return {pid for pid, _ in got}
 
 
 def test_demo_writes_the_mock_on_the_pipelines_own_workers(tmp_path, monkeypatch):
@@ -119,6 +123,8 @@ def test_demo_writes_the_mock_on_the_pipelines_own_workers(tmp_path, monkeypatch
     import desi_assets.cli as cli
     import desi_assets.sources.mock as mock
 
+    monkeypatch.setenv("DAGSTER_HOME", "unset-below")  # restored afterwards
+    monkeypatch.delenv("DAGSTER_HOME")  # as in a fresh shell: the demo sets it before its workers start
     seen: dict[str, set[int]] = {}
 
     def fake_mock(root, config, progress=None, workers=1, executor=None):
