@@ -214,24 +214,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Write the default mock survey under the lakehouse and materialize every asset.
 
-    The mock is written on the pipeline's own worker pool (its processes import once for both), while this
-    process imports the pipeline's definitions.
+    The mock is written on the pipeline's own worker pool (its processes import once for both). The workers start
+    first, with bagpipes' one-time IGM table as their first task (the Bagpipes stage's workers then import side by
+    side), while this process imports the mock and then, in a thread, the pipeline's definitions.
     """
     import importlib
     import threading
 
     from desi_assets.runner import WorkerPool, ensure_dagster_home
-    from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
 
     root = Path(args.lakehouse) / "archive"
     ensure_dagster_home(args.lakehouse)  # before the workers start: they inherit it
     with WorkerPool(args.workers) as pool:
         if not any(root.rglob("coadd-*.fits")):
+            executor = pool.executor() if args.workers > 1 else None
+            if executor is not None:
+                from desi_assets.science.stellar_populations.bagpipes_fit import write_igm_table
+
+                executor.submit(write_igm_table)  # a failure shows in the Bagpipes stage, with its reason
+            from desi_assets.sources.mock import MockSurveyConfig, write_mock_survey
+
             _say(f"writing mock survey ({args.pixels} pixels, seed {args.seed}) to {root}")
             # a failed import here is retried (and reported) by the pipeline's own import
             threading.Thread(target=importlib.import_module, args=("desi_assets.definitions",), daemon=True).start()
             write_mock_survey(root, MockSurveyConfig(n_pixels=args.pixels, seed=args.seed), progress=_say,
-                              workers=args.workers, executor=pool.executor() if args.workers > 1 else None)
+                              workers=args.workers, executor=executor)
         return _run_pipeline(args.lakehouse, str(root), args.batch, workers=args.workers, pool=pool)
 
 

@@ -110,6 +110,10 @@ def _worker_pid() -> int:
     return os.getpid(), os.environ.get("DAGSTER_HOME")
 
 
+def _no_igm_table() -> bool:
+    return True
+
+
 def _pids(executor) -> set[int]:
     import os
 
@@ -135,6 +139,9 @@ def test_demo_writes_the_mock_on_the_pipelines_own_workers(tmp_path, monkeypatch
         seen["pipeline"] = _pids(pool.executor())
         return 0
 
+    from desi_assets.science.stellar_populations import bagpipes_fit
+
+    monkeypatch.setattr(bagpipes_fit, "write_igm_table", _no_igm_table)  # the fits' own tests import bagpipes
     monkeypatch.setattr(mock, "write_mock_survey", fake_mock)
     monkeypatch.setattr(cli, "_run_pipeline", fake_pipeline)
     assert main(["demo", "--lakehouse", str(tmp_path / "lake"), "--workers", "2"]) == 0

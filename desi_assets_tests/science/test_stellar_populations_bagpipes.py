@@ -238,5 +238,7 @@ def test_worker_imports_are_serialised_only_until_the_igm_table_exists(tmp_path,
     grids.mkdir(parents=True)
     (grids / "d_igm_grid_inoue14.fits").write_bytes(b"")
     assert bagpipes_fit.igm_table_written()
+    assert bagpipes_fit.write_igm_table()  # written already: nothing imported
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert not bagpipes_fit.igm_table_written()  # bagpipes absent: keep the lock (the import then fails cleanly)
+    assert not bagpipes_fit.write_igm_table()

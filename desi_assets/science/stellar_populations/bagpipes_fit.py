@@ -429,6 +429,18 @@ def igm_table_written() -> bool:
     return any((Path(d) / "models" / "grids" / "d_igm_grid_inoue14.fits").is_file() for d in dirs)
 
 
+def write_igm_table() -> bool:
+    """Run bagpipes' first import, which writes its IGM table (~8 s), so that the fit workers' imports can run
+    concurrently later; False where bagpipes cannot be imported (the fits then say why)."""
+    if not igm_table_written():
+        try:
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                importlib.import_module("bagpipes.models.model_galaxy")
+        except Exception:  # noqa: BLE001
+            return False
+    return igm_table_written()
+
+
 def _worker_main(conn, import_lock, settings: BagpipesSettings) -> None:
     """Worker loop: import bagpipes once (serialised until its first import has written the IGM table), then fit
     tasks."""
