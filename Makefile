@@ -51,6 +51,7 @@ test: setup-test browser
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup-test
+	$(PY) bench/machine_speed.py
 	$(PY) bench/ingest.py
 	$(PY) bench/anomaly_score.py
 	$(PY) bench/anomaly_injection.py
