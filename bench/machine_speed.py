@@ -2,7 +2,7 @@
 one core).
 
 Run it before and after a timed command (e.g. `make demo`) to tell a slower phase of a shared machine from a
-slower change; on one 2-core machine this loop took 1.85-3.65 s within a day. (The loop runs on module
+slower change; on one 2-core machine this loop took 1.78-3.65 s within a day. (The loop runs on module
 globals on purpose: the README's figures were taken with exactly this code.)
 
     python bench/machine_speed.py
