@@ -102,7 +102,7 @@ def test_cli_reports_exactly_the_failed_partition(survey_copy, tmp_path, dagster
     assert f"failed partitions/jobs (1): {bad}; reasons in the ingest_errors table" in out
 
 
-def _worker_pid() -> int:
+def _worker_pid() -> tuple[int, str | None]:
     import os
     import time
 
